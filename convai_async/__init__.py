@@ -1,0 +1,68 @@
+"""convai-async: an asyncio-first client for Convai's character-settings and custom-LLM APIs."""
+
+from ._version import __version__
+from .bulk import BulkReport, Progress, UpdateResult, UpdateStatus
+from .client import DEFAULT_RETRY, ClientStats, ConvaiClient, RetryPolicy
+from .errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    ConflictError,
+    ConvaiConnectionError,
+    ConvaiError,
+    ConvaiTimeoutError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    UnexpectedResponseError,
+    ValidationError,
+)
+from .migration import MigrationPlan, PlannedChange
+from .models import (
+    Character,
+    CharacterUpdate,
+    CustomModel,
+    DeregisteredModel,
+    RegisteredModel,
+    UpdatedModel,
+)
+
+__all__ = [
+    "DEFAULT_RETRY",
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BulkReport",
+    "Character",
+    "CharacterUpdate",
+    "ClientClosedError",
+    "ClientStats",
+    "ConflictError",
+    "ConvaiClient",
+    "ConvaiConnectionError",
+    "ConvaiError",
+    "ConvaiTimeoutError",
+    "CustomModel",
+    "DeregisteredModel",
+    "MigrationPlan",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PlannedChange",
+    "Progress",
+    "QuotaExceededError",
+    "RateLimitError",
+    "RegisteredModel",
+    "RetryPolicy",
+    "ServerError",
+    "TransportError",
+    "UnexpectedResponseError",
+    "UpdateResult",
+    "UpdateStatus",
+    "UpdatedModel",
+    "ValidationError",
+    "__version__",
+]

@@ -1,0 +1,153 @@
+"""The exceptions raised by convai-async.
+
+The tree::
+
+    ConvaiError
+    ├── ValidationError (also ValueError)     bad input, raised before any request is sent
+    ├── ClientClosedError (also RuntimeError) the client was closed
+    ├── TransportError                        no HTTP answer was received
+    │   ├── ConvaiConnectionError             connect failed, connection dropped, body cut short
+    │   └── ConvaiTimeoutError (also TimeoutError)
+    └── APIStatusError                        the server answered with an error
+        ├── BadRequestError                   400
+        ├── AuthenticationError               401
+        ├── PermissionDeniedError             403
+        ├── NotFoundError                     404
+        ├── ConflictError                     409
+        ├── RateLimitError                    429, transient
+        │   └── QuotaExceededError            429 "usage limit exceeded for current plan"
+        ├── ServerError                       5xx
+        └── UnexpectedResponseError           other status, or a 2xx not of the documented shape
+
+No exception carries request headers, a response object or anything else that could hold the
+API key; messages are built from the status, the endpoint and the server's own message.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "ConflictError",
+    "ConvaiConnectionError",
+    "ConvaiError",
+    "ConvaiTimeoutError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "ServerError",
+    "TransportError",
+    "UnexpectedResponseError",
+    "ValidationError",
+]
+
+
+class ConvaiError(Exception):
+    """Root of every exception this library raises on purpose."""
+
+
+class ValidationError(ConvaiError, ValueError):
+    """An argument is invalid; nothing was sent. ``field`` names the offending argument."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class ClientClosedError(ConvaiError, RuntimeError):
+    """The client was closed and refuses new calls."""
+
+
+class TransportError(ConvaiError):
+    """No HTTP answer was received.
+
+    ``request_sent`` tells whether the request may have reached the server: when true, a write
+    may have been applied even though no answer came back (an ambiguous outcome).
+    """
+
+    def __init__(self, message: str, *, endpoint: str, request_sent: bool) -> None:
+        super().__init__(f"{message} ({endpoint})")
+        self.endpoint = endpoint
+        self.request_sent = request_sent
+
+
+class ConvaiConnectionError(TransportError):
+    """The connection could not be made, was dropped, or the body was cut short."""
+
+
+class ConvaiTimeoutError(TransportError, TimeoutError):
+    """An attempt or the whole call ran past its time limit."""
+
+
+class APIStatusError(ConvaiError):
+    """The server answered with an error status or an unusable body."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        endpoint: str,
+        transaction_id: str | None = None,
+    ) -> None:
+        detail = f"HTTP {status} from {endpoint}: {message}"
+        if transaction_id:
+            detail += f" (transactionID {transaction_id})"
+        super().__init__(detail)
+        self.message = message
+        self.status = status
+        self.endpoint = endpoint
+        self.transaction_id = transaction_id
+
+
+class BadRequestError(APIStatusError):
+    """400: malformed request, unknown character, missing field."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or invalid."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key is valid but the plan or owner does not allow this call."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the custom model does not exist or is not owned by this key."""
+
+
+class ConflictError(APIStatusError):
+    """409: duplicate model group name or display name."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests. ``retry_after`` is the server's wait in seconds, if it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        endpoint: str,
+        transaction_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, endpoint=endpoint, transaction_id=transaction_id)
+        self.retry_after = retry_after
+
+
+class QuotaExceededError(RateLimitError):
+    """429 with the plan's usage limit exhausted: retrying cannot help."""
+
+
+class ServerError(APIStatusError):
+    """5xx: the server failed."""
+
+
+class UnexpectedResponseError(APIStatusError):
+    """The answer is not a documented one: an unexpected status, or a 2xx whose body is not the
+    documented success shape (``{"STATUS": "FAILURE"}``, HTML, invalid JSON, too large)."""

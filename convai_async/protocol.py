@@ -1,0 +1,259 @@
+"""The Convai wire protocol as pure functions: no I/O, no aiohttp.
+
+Given a request object, :func:`encode_body` says what bytes to send; given a status, headers and
+body, :func:`parse_response` returns the decoded success payload or raises the matching
+:class:`~convai_async.errors.ConvaiError`. :func:`retry_after_seconds` reads ``Retry-After`` and
+:func:`is_retryable` says which failures a retry may cure. Everything here is tested on the
+vendor documentation's examples verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from attrs import frozen
+
+from ._converter import converter
+from .errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    ConvaiError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    UnexpectedResponseError,
+)
+
+__all__ = [
+    "CHARACTER_GET",
+    "CHARACTER_LIST",
+    "CHARACTER_UPDATE",
+    "ENDPOINTS",
+    "MODEL_DEREGISTER",
+    "MODEL_LIST",
+    "MODEL_REGISTER",
+    "MODEL_UPDATE",
+    "Endpoint",
+    "encode_body",
+    "error_message",
+    "is_retryable",
+    "parse_response",
+    "redact",
+    "retry_after_seconds",
+]
+
+REDACTED = "[redacted]"
+RETRYABLE_SERVER_STATUSES = frozenset({500, 502, 503, 504})
+_MESSAGE_KEYS = ("message", "API_ERROR", "ERROR", "error", "detail")
+_MESSAGE_IN_BROKEN_JSON = re.compile(
+    r'"(?:message|API_ERROR|ERROR|error|detail)"\s*:\s*"([^"\r\n]*)'
+)
+_QUOTA_WORDS = ("usage limit", "quota")
+_SHOWN_BODY_CHARS = 200
+
+
+def _character_update_ok(payload: Any) -> bool:
+    return isinstance(payload, dict) and str(payload.get("STATUS", "")).upper() == "SUCCESS"
+
+
+def _character_ok(payload: Any) -> bool:
+    return isinstance(payload, dict) and isinstance(payload.get("character_id"), str)
+
+
+def _character_list_ok(payload: Any) -> bool:
+    return isinstance(payload, dict) and isinstance(payload.get("characters"), list)
+
+
+def _llm_ok(payload: Any) -> bool:
+    return isinstance(payload, dict) and str(payload.get("status", "")).lower() == "success"
+
+
+def _llm_list_ok(payload: Any) -> bool:
+    return _llm_ok(payload) and isinstance(payload.get("models"), list)
+
+
+@frozen
+class Endpoint:
+    """One documented endpoint. ``large`` endpoints (lists) get the larger response size cap."""
+
+    path: str
+    is_success: Callable[[Any], bool]
+    large: bool = False
+
+    def __str__(self) -> str:
+        return self.path
+
+
+CHARACTER_UPDATE = Endpoint("/character/update", _character_update_ok)
+CHARACTER_GET = Endpoint("/character/get", _character_ok)
+CHARACTER_LIST = Endpoint("/character/list", _character_list_ok, large=True)
+MODEL_REGISTER = Endpoint("/llm-models/register", _llm_ok)
+MODEL_UPDATE = Endpoint("/llm-models/update", _llm_ok)
+MODEL_DEREGISTER = Endpoint("/llm-models/deregister", _llm_ok)
+MODEL_LIST = Endpoint("/llm-models/list", _llm_list_ok, large=True)
+ENDPOINTS = (
+    CHARACTER_UPDATE,
+    CHARACTER_GET,
+    CHARACTER_LIST,
+    MODEL_REGISTER,
+    MODEL_UPDATE,
+    MODEL_DEREGISTER,
+    MODEL_LIST,
+)
+
+
+def encode_body(request: object | None) -> bytes:
+    """The JSON body for a request object (None: the list endpoints, which take no body)."""
+    if request is None:
+        return b""
+    return json.dumps(converter.unstructure(request), separators=(",", ":")).encode()
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _decode(body: bytes) -> Any:
+    """The JSON value of a body, or None when it is empty or not JSON."""
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def error_message(payload: Any, body: bytes, content_type: str = "") -> str:
+    """The server's human-readable message, from any of the three documented error shapes,
+    a body that is not valid JSON (the docs' own 401 example), HTML, or nothing."""
+    if isinstance(payload, dict):
+        for key in _MESSAGE_KEYS:
+            value = payload.get(key)
+            if isinstance(value, dict):
+                value = value.get("message")
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+    text = body.decode("utf-8", "replace").strip()
+    found = _MESSAGE_IN_BROKEN_JSON.search(text)
+    if found and found.group(1).strip():
+        return found.group(1).strip()
+    if not text:
+        return "empty body"
+    if "html" in content_type.lower() or text.lstrip().lower().startswith(("<!doctype", "<html")):
+        return "non-JSON body (text/html)"
+    if payload is None:
+        shown = " ".join(text.split())[:_SHOWN_BODY_CHARS]
+        return f"non-JSON body: {shown}" if shown.isprintable() else "non-JSON body"
+    return f"unexpected JSON {type(payload).__name__}"
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``Retry-After`` (delta-seconds or HTTP-date; ``retry-after-ms`` is
+    honoured too). Keys are expected in lower case. None when absent or unreadable."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+}
+
+
+def parse_response(
+    endpoint: Endpoint,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    secrets: Iterable[str] = (),
+    now: float | None = None,
+) -> Any:
+    """The decoded success payload, or the error the answer means (raised)."""
+    payload = _decode(body)
+    if 200 <= status < 300 and payload is not None and endpoint.is_success(payload):
+        return payload
+    content_type = headers.get("content-type", "")
+    message = redact(error_message(payload, body, content_type), secrets)
+    transaction_id = payload.get("transactionID") if isinstance(payload, dict) else None
+    if not isinstance(transaction_id, str):
+        transaction_id = None
+    where = endpoint.path
+    if 200 <= status < 300:
+        problem = "not the documented success shape"
+        if payload is None:
+            problem = "body is not JSON"
+        raise UnexpectedResponseError(
+            f"{problem}: {message}", status=status, endpoint=where, transaction_id=transaction_id
+        )
+    if status == 429:
+        lowered = message.lower()
+        kind = QuotaExceededError if any(w in lowered for w in _QUOTA_WORDS) else RateLimitError
+        raise kind(
+            message,
+            status=status,
+            endpoint=where,
+            transaction_id=transaction_id,
+            retry_after=retry_after_seconds(headers, now),
+        )
+    error_class = _STATUS_ERRORS.get(status)
+    if error_class is None:
+        error_class = ServerError if 500 <= status < 600 else UnexpectedResponseError
+    if 300 <= status < 400:
+        message = "redirect not followed; the base URL is probably wrong"
+    raise error_class(message, status=status, endpoint=where, transaction_id=transaction_id)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether another attempt may help: transport failures, transient 429s, 500/502/503/504."""
+    if isinstance(error, TransportError):
+        return True
+    if isinstance(error, QuotaExceededError):
+        return False
+    if isinstance(error, RateLimitError):
+        return True
+    if isinstance(error, ServerError):
+        return error.status in RETRYABLE_SERVER_STATUSES
+    return False
+
+
+def is_fatal(error: ConvaiError | None) -> bool:
+    """Whether an error means no further request of this client can succeed (bulk runs stop)."""
+    return isinstance(error, (AuthenticationError, PermissionDeniedError, QuotaExceededError))
