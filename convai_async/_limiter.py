@@ -5,63 +5,49 @@ Three mechanisms, all per client:
 * **Concurrency**: at most ``max_concurrency`` attempts in flight, ever. The effective limit is
   AIMD-controlled: multiplied by ``BACKOFF_FACTOR`` on a 429, grown by one slot per window of
   successes (TCP's congestion avoidance) back up to ``max_concurrency``.
-* **Pacing**: a GCRA token bucket. Its rate is ``requests_per_second`` when configured, and after
-  the first 429 also an adaptive rate: on a 429 it drops to ``BACKOFF_FACTOR`` times the rate the
-  server just accepted (measured), and on success it climbs back linearly, regaining the rate it
-  had before the drop in about ``RECOVERY_SECONDS``, then probing past it at the same slope.
+* **Pacing**: a GCRA token bucket. Its rate is ``requests_per_second`` when configured, and, once
+  the server has answered 429, also an adaptive rate found by modelling the server as a token
+  bucket with a rate R and a burst B, fitted to this client's own send times:
+
+  1. first 429: the sends in the second before the refused one estimate B (an unthrottled
+     client empties the server's bucket almost at once); pacing restarts at B per second in
+     *slow start*, doubling every ``SLOW_START_DOUBLING`` seconds;
+  2. next 429: R is the largest rate at which a bucket of burst B, fed this epoch's send times,
+     would have refused exactly the request that was refused (bisection over R). Pacing holds at
+     ``TARGET_FRACTION`` x R (*steady*);
+  3. steady: the rate probes upward by ``PROBE_PER_SECOND`` of itself per second; each further
+     429 fits R again.
+
+  A slow start that meets no 429 grows exponentially, so a single stray 429 costs seconds, not
+  a lasting cap.
 * **Pause**: a 429 with ``Retry-After`` holds back every new attempt of this client until then
   (capped by ``max_retry_after``), not just the one that was refused.
 
-A 429 only cuts once per "epoch": answers to requests sent before the last cut are the same
-overload seen late, and do not cut again (as TCP reacts once per window).
+A 429 only counts once per epoch: answers to requests sent before the epoch began are the same
+overload seen late (as TCP reacts once per window).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import math
+import itertools
 import time
 from collections.abc import Callable
 
 __all__ = ["AdaptiveLimiter"]
 
 BACKOFF_FACTOR = 0.7
-RECOVERY_SECONDS = 8.0
+SLOW_START_DOUBLING = 0.15
+TARGET_FRACTION = 0.97
+PROBE_PER_SECOND = 0.002
 MIN_RATE = 0.5
-METER_SECONDS = 1.0
-_METER_SLOTS = 10
-
-
-class _RateMeter:
-    """Events per second over the last ``METER_SECONDS``, in fixed slots (O(1) per event)."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._slot_seconds = METER_SECONDS / _METER_SLOTS
-        self._counts = [0] * _METER_SLOTS
-        self._current = 0
-        self._started = clock()
-
-    def _advance(self, now: float) -> None:
-        slot = int(now / self._slot_seconds)
-        gap = slot - self._current
-        if gap <= 0:
-            return
-        for step in range(1, min(gap, _METER_SLOTS) + 1):
-            self._counts[(self._current + step) % _METER_SLOTS] = 0
-        self._current = slot
-
-    def add(self) -> None:
-        now = self._clock()
-        self._advance(now)
-        self._counts[self._current % _METER_SLOTS] += 1
-
-    def rate(self) -> float:
-        now = self._clock()
-        self._advance(now)
-        span = min(METER_SECONDS, max(now - self._started, self._slot_seconds))
-        return sum(self._counts) / span
+MIN_ESTIMATE_SECONDS = 0.1
+MAX_PACING_SLEEP = 0.05
+SEND_LOG_SIZE = 50_000
+_BISECTION_STEPS = 40
+_SEND_RATE_SAMPLES = 16
+_OPEN, _SLOW_START, _STEADY = "open", "slow start", "steady"
 
 
 class AdaptiveLimiter:
@@ -80,15 +66,17 @@ class AdaptiveLimiter:
         self._in_flight = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._configured_rate = requests_per_second
-        self._adaptive_rate: float | None = None
-        self._rate_before_cut = 0.0
         self._burst = burst
         self._tat = 0.0  # GCRA theoretical arrival time
+        self._pacing = asyncio.Lock()
         self._paused_until = 0.0
         self._max_retry_after = max_retry_after
-        self._epoch = 0
-        self._last_growth = clock()
-        self._accepted = _RateMeter(clock)
+        # the model of the server's bucket
+        self._phase = _OPEN
+        self._epoch_rate = 0.0  # rate at the start of the epoch
+        self._epoch_started = clock()
+        self._server_burst = 1
+        self._sends: collections.deque[float] = collections.deque(maxlen=SEND_LOG_SIZE)
 
     # -- state for stats ------------------------------------------------------------------------
 
@@ -103,8 +91,35 @@ class AdaptiveLimiter:
     @property
     def effective_rate(self) -> float | None:
         """Requests per second currently allowed (None: not limited)."""
-        rates = [r for r in (self._configured_rate, self._adaptive_rate) if r is not None]
-        return min(rates) if rates else None
+        rate = self._adaptive_rate_now()
+        configured = self._configured_rate
+        if rate is None:
+            return configured
+        return rate if configured is None else min(rate, configured)
+
+    def _adaptive_rate_now(self) -> float | None:
+        if self._phase is _OPEN:
+            return None
+        now = self._clock()
+        active = now - self._epoch_started
+        if active <= 0:
+            return self._epoch_rate
+        if self._phase is _STEADY:
+            return self._epoch_rate * (1.0 + PROBE_PER_SECOND * active)
+        grown = self._epoch_rate * 2.0 ** min(active / SLOW_START_DOUBLING, 30.0)
+        # Application-limited: do not grow past twice what is actually being sent, measured
+        # over the last few sends of this epoch (so it decays when the client is idle).
+        count, oldest = 0, now
+        for at in reversed(self._sends):
+            if at < self._epoch_started or count == _SEND_RATE_SAMPLES:
+                break
+            count, oldest = count + 1, at
+        sending = count / max(now - oldest, SLOW_START_DOUBLING)
+        return float(min(grown, 2.0 * max(self._epoch_rate, sending)))
+
+    @property
+    def phase(self) -> str:
+        return self._phase
 
     @property
     def paused_for(self) -> float:
@@ -112,8 +127,8 @@ class AdaptiveLimiter:
 
     # -- acquire / release ----------------------------------------------------------------------
 
-    async def acquire(self) -> int:
-        """Wait for a slot and the pacing; returns the epoch to hand back to on_rate_limited."""
+    async def acquire(self) -> float:
+        """Wait for a slot and the pacing; returns the send time to hand to on_rate_limited."""
         if self._waiters or self._in_flight >= self.effective_concurrency:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -130,7 +145,9 @@ class AdaptiveLimiter:
         except BaseException:
             self.release()
             raise
-        return self._epoch
+        sent_at = self._clock()
+        self._sends.append(sent_at)
+        return sent_at
 
     def release(self) -> None:
         self._in_flight -= 1
@@ -145,51 +162,95 @@ class AdaptiveLimiter:
                 waiter.set_result(None)
 
     async def _pace(self) -> None:
-        while True:
-            now = self._clock()
-            if now < self._paused_until:
-                await asyncio.sleep(self._paused_until - now)
-                continue
-            rate = self.effective_rate
-            if rate is None:
-                return
-            interval = 1.0 / rate
-            start = max(self._tat, now)
-            send_at = start - (self._burst - 1) * interval
-            self._tat = start + interval
-            if send_at <= now:
-                return
-            await asyncio.sleep(send_at - now)
-            if self._clock() >= self._paused_until:
-                return
+        if self._paused_until == 0.0 and self.effective_rate is None:
+            return  # the common case, unlimited and never paused: no lock
+        async with self._pacing:  # FIFO: only the head of the line holds a reservation
+            while True:
+                now = self._clock()
+                if now < self._paused_until:
+                    await asyncio.sleep(self._paused_until - now)
+                    continue
+                rate = self.effective_rate
+                if rate is None:
+                    return
+                interval = 1.0 / rate
+                send_at = self._tat - (self._burst - 1) * interval
+                if send_at <= now:
+                    self._tat = max(self._tat, now) + interval
+                    return
+                # The rate may rise while we sleep (slow start): wake soon and look again.
+                await asyncio.sleep(min(send_at - now, MAX_PACING_SLEEP))
 
     # -- feedback -------------------------------------------------------------------------------
 
     def on_success(self) -> None:
-        self._accepted.add()
         if self._limit < self._max_concurrency:
             self._limit = min(float(self._max_concurrency), self._limit + 1.0 / self._limit)
             self._wake()
-        if self._adaptive_rate is not None:
-            now = self._clock()
-            if now > self._last_growth:  # no growth while paused
-                slope = self._rate_before_cut * (1 - BACKOFF_FACTOR) / RECOVERY_SECONDS
-                self._adaptive_rate += slope * (now - self._last_growth)
-                self._last_growth = now
 
-    def on_rate_limited(self, retry_after: float | None, epoch: int) -> None:
+    def on_rate_limited(self, retry_after: float | None, sent_at: float) -> None:
         now = self._clock()
+        pause = 0.0
         if retry_after is not None:
-            wait = min(retry_after, self._max_retry_after)
-            self._paused_until = max(self._paused_until, now + wait)
-        if epoch != self._epoch:
-            return
-        self._epoch += 1
+            pause = min(retry_after, self._max_retry_after)
+            self._paused_until = max(self._paused_until, now + pause)
+        if sent_at < self._epoch_started:
+            return  # sent before this epoch: the overload we already reacted to
         self._limit = max(1.0, self._limit * BACKOFF_FACTOR)
-        accepted = self._accepted.rate()
-        current = self.effective_rate
-        if current is not None and math.isfinite(current):
-            accepted = min(accepted, current) if accepted > 0 else current
-        self._rate_before_cut = max(accepted, MIN_RATE)
-        self._adaptive_rate = max(MIN_RATE, accepted * BACKOFF_FACTOR)
-        self._last_growth = max(now, self._paused_until)
+        sends = [t for t in self._sends if self._epoch_started <= t <= sent_at]
+        if self._phase is _OPEN:
+            self._server_burst = max(1, sum(1 for t in sends if t > sent_at - 1.0) - 1)
+            self._phase = _SLOW_START
+            rate = self._server_burst / max(pause, 1.0)
+        else:
+            self._phase = _STEADY
+            fitted = _fit_rate(sends, self._server_burst)
+            if fitted is None:  # too little to fit: the rate was far too high, halve it
+                fitted = (self.effective_rate or MIN_RATE) / 2
+            rate = fitted * TARGET_FRACTION
+        self._epoch_rate = max(MIN_RATE, rate)
+        self._epoch_started = max(now, self._paused_until)
+        self._sends.clear()
+
+
+def _first_refusal(sends: list[float], rate: float, burst: int) -> int:
+    """Index of the first send a full token bucket (rate, burst) would refuse (len: none)."""
+    tokens = float(burst)
+    last = sends[0]
+    for index, at in enumerate(sends):
+        tokens = min(float(burst), tokens + (at - last) * rate)
+        last = at
+        if tokens < 1.0:
+            return index
+        tokens -= 1.0
+    return len(sends)
+
+
+def _fit_rate(sends: list[float], burst: int) -> float | None:
+    """The server rate that explains ``sends``: a full bucket of ``burst`` accepts every send
+    but the last, which the server refused. Rates in [low, high] all do; the midpoint is
+    returned. None when the log cannot say (too short, or no rate explains it)."""
+    if len(sends) <= burst or sends[-1] - sends[0] < MIN_ESTIMATE_SECONDS:
+        return None
+    last = len(sends) - 1
+    gaps = [b - a for a, b in itertools.pairwise(sends) if b > a]
+    ceiling = 2.0 / min(gaps) if gaps else MIN_RATE
+    if (
+        _first_refusal(sends, ceiling, burst) < last
+        or _first_refusal(sends, MIN_RATE, burst) > last
+    ):
+        return None
+
+    def edge(refused_by_last: bool) -> float:
+        # largest rate refusing at or before ``last`` (or: smallest accepting all before it)
+        low, high = MIN_RATE, ceiling
+        for _ in range(_BISECTION_STEPS):
+            middle = (low + high) / 2
+            refusal = _first_refusal(sends, middle, burst)
+            if (refusal <= last) if refused_by_last else (refusal < last):
+                low = middle
+            else:
+                high = middle
+        return low if refused_by_last else high
+
+    return (edge(refused_by_last=False) + edge(refused_by_last=True)) / 2

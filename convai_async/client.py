@@ -333,7 +333,7 @@ class ConvaiClient:
 
     async def _attempt(self, endpoint: protocol.Endpoint, body: bytes, call: _Call) -> Any:
         self._check_open()
-        epoch = await self._limiter.acquire()
+        sent_at = await self._limiter.acquire()
         call.attempts += 1
         self._counters.requests += 1
         started = time.monotonic()
@@ -353,7 +353,7 @@ class ConvaiClient:
         except RateLimitError as error:
             self._counters.rate_limited += 1
             if protocol.is_retryable(error):
-                self._limiter.on_rate_limited(error.retry_after, epoch)
+                self._limiter.on_rate_limited(error.retry_after, sent_at)
             self._log_attempt(endpoint, call, started, response.status, error)
             raise
         except ConvaiError as error:

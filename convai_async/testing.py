@@ -58,7 +58,8 @@ Handler = Callable[[Any], web.Response]
 @define
 class Faults:
     """Fault knobs. Ratios are probabilities per request in [0, 1]; ``paths`` restricts the
-    random faults (not the rate limit or quota) to those endpoint paths."""
+    random faults (not the rate limit or quota) to those endpoint paths; ``limit`` caps how many
+    random faults are injected (``fake.faults_injected`` counts them)."""
 
     latency: float | tuple[float, float] = 0.0
     rate_limit: float | None = None
@@ -77,6 +78,7 @@ class Faults:
     oversize_bytes: int | None = None
     redirect_to: str | None = None
     paths: frozenset[str] | None = None
+    limit: int | None = None  # at most this many random faults in all, then none
 
 
 @frozen
@@ -136,6 +138,7 @@ class FakeConvai:
         self.applied_updates = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.faults_injected = 0
         self.custom_models: dict[str, dict[str, Any]] = {}
         self._valid_keys = {api_key}
         self._random = random.Random(seed)
@@ -146,6 +149,7 @@ class FakeConvai:
         self._port = port
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
+        self._handlers: set[asyncio.Task[Any]] = set()
         self.characters: dict[str, dict[str, Any]] = {}
         if isinstance(characters, int):
             for index in range(characters):
@@ -180,6 +184,10 @@ class FakeConvai:
 
     async def close(self) -> None:
         self._closing.set()
+        handlers = list(self._handlers)
+        for handler in handlers:
+            handler.cancel()  # latency sleeps and hangs end now, not after a shutdown timeout
+        await asyncio.gather(*handlers, return_exceptions=True)
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -256,6 +264,9 @@ class FakeConvai:
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
         try:
             return await self._faulty(request)
         except _Drop:
@@ -264,6 +275,8 @@ class FakeConvai:
             raise asyncio.CancelledError from None
         finally:
             self.in_flight -= 1
+            if handler is not None:
+                self._handlers.discard(handler)
 
     async def _faulty(self, request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -326,7 +339,13 @@ class FakeConvai:
         return stream
 
     def _roll(self, ratio: float) -> bool:
-        return ratio > 0 and self._random.random() < ratio
+        limit = self.faults.limit
+        if ratio <= 0 or (limit is not None and self.faults_injected >= limit):
+            return False
+        if self._random.random() >= ratio:
+            return False
+        self.faults_injected += 1
+        return True
 
     async def _sleep(
         self, seconds: float | tuple[float, float], *, interruptible: bool = False

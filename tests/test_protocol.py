@@ -37,7 +37,7 @@ from convai_async.protocol import (
     retry_after_seconds,
 )
 
-from .conftest import character_list_sample, sample_bytes, sample_json
+from .conftest import character_list_sample, sample_bytes
 
 JSON = {"content-type": "application/json"}
 
@@ -96,7 +96,12 @@ def test_register_body_matches_docs_sample() -> None:
 
 def test_register_omits_optional_fields_not_given() -> None:
     body = body_of(ModelRegistration("g", "m", api_key="k", is_uncensored=True))
-    assert body == {"model_group_name": "g", "model_name": "m", "api_key": "k", "is_uncensored": True}
+    assert body == {
+        "model_group_name": "g",
+        "model_name": "m",
+        "api_key": "k",
+        "is_uncensored": True,
+    }
 
 
 def test_model_update_body_matches_docs_sample_and_omits_the_rest() -> None:
@@ -215,7 +220,7 @@ def test_list_models_success_sample() -> None:
 
 def test_docs_401_sample_is_invalid_json_and_still_read() -> None:
     body = sample_bytes("character_update_401.json")
-    with pytest.raises(ValueError, match="Unterminated|Invalid control"):
+    with pytest.raises(ValueError, match=r"Unterminated|Invalid control"):
         json.loads(body)
     with pytest.raises(errors.AuthenticationError) as caught:
         parse_response(CHARACTER_UPDATE, 401, JSON, body)
@@ -298,7 +303,9 @@ def test_quota_message_is_its_own_error_and_not_retryable() -> None:
         (b'{"STATUS": "SUCC', "application/json", "body is not JSON"),
     ],
 )
-def test_2xx_that_is_not_success_is_unexpected(body: bytes, content_type: str, expected: str) -> None:
+def test_2xx_that_is_not_success_is_unexpected(
+    body: bytes, content_type: str, expected: str
+) -> None:
     with pytest.raises(errors.UnexpectedResponseError, match=expected):
         parse_response(CHARACTER_UPDATE, 200, {"content-type": content_type}, body)
 

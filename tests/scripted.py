@@ -1,0 +1,48 @@
+"""A tiny aiohttp.web server that answers with scripted responses (real sockets, no patching)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+@asynccontextmanager
+async def scripted_server(
+    replies: Sequence[Reply] | Callable[[web.Request], Reply],
+) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """Serve ``replies`` in order (the last one repeats), or whatever a function returns.
+    Yields the base URL and the list of requests seen (path, headers, body)."""
+    seen: list[dict[str, Any]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        seen.append(
+            {
+                "path": request.path,
+                "headers": dict(request.headers),
+                "body": await request.read(),
+                "peer": peer,
+            }
+        )
+        if callable(replies):
+            status, headers, body = replies(request)
+        else:
+            status, headers, body = replies[min(len(seen), len(replies)) - 1]
+        return web.Response(status=status, headers=headers, body=body)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
