@@ -9,19 +9,22 @@ Three mechanisms, all per client:
   the server has answered 429, also an adaptive rate found by modelling the server as a token
   bucket with a rate R and a burst B, fitted to this client's own send times:
 
-  1. first 429: the sends in the second before the refused one estimate B (an unthrottled
-     client empties the server's bucket almost at once); pacing restarts at B per second in
-     *slow start*, doubling every ``SLOW_START_DOUBLING`` seconds;
+  1. first 429: the sends in the ``BURST_WINDOW`` before the refused one estimate B (an
+     unthrottled client empties the server's bucket almost at once); pacing restarts at B per
+     second in *slow start*, doubling every ``SLOW_START_DOUBLING`` seconds;
   2. next 429: R is the largest rate at which a bucket of burst B, fed this epoch's send times,
      would have refused exactly the request that was refused (bisection over R). Pacing holds at
      ``TARGET_FRACTION`` x R (*steady*);
-  3. steady: the rate probes upward by ``PROBE_PER_SECOND`` of itself per second; each further
-     429 fits R again.
+  3. steady: the rate probes upward by ``PROBE_PER_SECOND`` of itself per second, and after
+     ``PROBE_PLATEAU`` seconds without a 429 doubles every ``PROBE_DOUBLING`` seconds (so an
+     underestimate, or a raised server limit, is found); each further 429 fits R again. When
+     the log cannot be fitted, the rate is halved and slow start begins again.
 
   A slow start that meets no 429 grows exponentially, so a single stray 429 costs seconds, not
   a lasting cap.
 * **Pause**: a 429 with ``Retry-After`` holds back every new attempt of this client until then
-  (capped by ``max_retry_after``), not just the one that was refused.
+  (capped by ``max_retry_after``), not just the one that was refused. A 429 without it holds
+  them back for ``QUIET_SECONDS``.
 
 A 429 only counts once per epoch: answers to requests sent before the epoch began are the same
 overload seen late (as TCP reacts once per window).
@@ -41,6 +44,11 @@ BACKOFF_FACTOR = 0.7
 SLOW_START_DOUBLING = 0.15
 TARGET_FRACTION = 0.97
 PROBE_PER_SECOND = 0.002
+PROBE_PLATEAU = 30.0
+PROBE_DOUBLING = 10.0
+APP_LIMITED_FACTOR = 4.0
+QUIET_SECONDS = 0.15
+BURST_WINDOW = 0.25
 MIN_RATE = 0.5
 MIN_ESTIMATE_SECONDS = 0.1
 MAX_PACING_SLEEP = 0.05
@@ -104,10 +112,17 @@ class AdaptiveLimiter:
         active = now - self._epoch_started
         if active <= 0:
             return self._epoch_rate
-        if self._phase is _STEADY:
-            return self._epoch_rate * (1.0 + PROBE_PER_SECOND * active)
-        grown = self._epoch_rate * 2.0 ** min(active / SLOW_START_DOUBLING, 30.0)
-        # Application-limited: do not grow past twice what is actually being sent, measured
+        if self._phase is _SLOW_START:
+            growth = 2.0 ** min(active / SLOW_START_DOUBLING, 30.0)
+        else:
+            plateau_over = max(0.0, active - PROBE_PLATEAU)
+            growth = (1.0 + PROBE_PER_SECOND * active) * 2.0 ** min(
+                plateau_over / PROBE_DOUBLING, 30.0
+            )
+        grown = float(self._epoch_rate * growth)
+        if growth <= APP_LIMITED_FACTOR:
+            return grown
+        # Application-limited: do not grow far past what is actually being sent, measured
         # over the last few sends of this epoch (so it decays when the client is idle).
         count, oldest = 0, now
         for at in reversed(self._sends):
@@ -115,7 +130,7 @@ class AdaptiveLimiter:
                 break
             count, oldest = count + 1, at
         sending = count / max(now - oldest, SLOW_START_DOUBLING)
-        return float(min(grown, 2.0 * max(self._epoch_rate, sending)))
+        return float(min(grown, APP_LIMITED_FACTOR * max(self._epoch_rate, sending)))
 
     @property
     def phase(self) -> str:
@@ -190,27 +205,36 @@ class AdaptiveLimiter:
 
     def on_rate_limited(self, retry_after: float | None, sent_at: float) -> None:
         now = self._clock()
-        pause = 0.0
-        if retry_after is not None:
-            pause = min(retry_after, self._max_retry_after)
-            self._paused_until = max(self._paused_until, now + pause)
         if sent_at < self._epoch_started:
-            return  # sent before this epoch: the overload we already reacted to
+            # Sent before this epoch began: the overload already reacted to. Still honour a
+            # longer Retry-After.
+            if retry_after is not None:
+                self._pause(now, retry_after)
+            return
+        # Without Retry-After, a short quiet period lets the server's bucket refill, so the
+        # next epoch starts from the full bucket the model assumes.
+        pause = self._pause(now, QUIET_SECONDS if retry_after is None else retry_after)
         self._limit = max(1.0, self._limit * BACKOFF_FACTOR)
         sends = [t for t in self._sends if self._epoch_started <= t <= sent_at]
+        fitted = None
         if self._phase is _OPEN:
-            self._server_burst = max(1, sum(1 for t in sends if t > sent_at - 1.0) - 1)
-            self._phase = _SLOW_START
+            recent = sum(1 for t in sends if t > sent_at - BURST_WINDOW)
+            self._server_burst = max(1, recent - 1)
             rate = self._server_burst / max(pause, 1.0)
         else:
-            self._phase = _STEADY
             fitted = _fit_rate(sends, self._server_burst)
-            if fitted is None:  # too little to fit: the rate was far too high, halve it
-                fitted = (self.effective_rate or MIN_RATE) / 2
-            rate = fitted * TARGET_FRACTION
-        self._epoch_rate = max(MIN_RATE, rate)
+            rate = (self.effective_rate or MIN_RATE) / 2 if fitted is None else fitted
+        # Only a fitted rate is held; otherwise slow start finds the rate again.
+        self._phase = _SLOW_START if fitted is None else _STEADY
+        target = rate if fitted is None else rate * TARGET_FRACTION
+        self._epoch_rate = max(MIN_RATE, target)
         self._epoch_started = max(now, self._paused_until)
         self._sends.clear()
+
+    def _pause(self, now: float, seconds: float) -> float:
+        seconds = min(seconds, self._max_retry_after)
+        self._paused_until = max(self._paused_until, now + seconds)
+        return seconds
 
 
 def _first_refusal(sends: list[float], rate: float, burst: int) -> int:
