@@ -1,5 +1,7 @@
 """convai-async: an asyncio-first client for Convai's character-settings and custom-LLM APIs."""
 
+import logging
+
 from ._version import __version__
 from .bulk import BulkReport, Progress, UpdateResult, UpdateStatus
 from .client import DEFAULT_RETRY, ClientStats, ConvaiClient, RetryPolicy
@@ -30,6 +32,9 @@ from .models import (
     RegisteredModel,
     UpdatedModel,
 )
+
+# A library logs; the application decides where logs go (nothing is printed by default).
+logging.getLogger("convai_async").addHandler(logging.NullHandler())
 
 __all__ = [
     "DEFAULT_RETRY",

@@ -98,6 +98,7 @@ class BulkReport:
     aborted: bool = False
     abort_reason: str | None = None
     journal: str | None = None
+    stopped: bool = False  # a stop was requested: the input was not read to its end
 
     @property
     def ok(self) -> bool:
@@ -113,6 +114,8 @@ class BulkReport:
         ]
         if self.aborted:
             lines.append(f"ABORTED: {self.abort_reason}")
+        if self.stopped:
+            lines.append("STOPPED before the end of the input")
         for failure in self.failures[:10]:
             lines.append(f"  failed {failure.char_id}: {failure.error}")
         if len(self.failures) > 10:
@@ -288,8 +291,12 @@ async def stream_updates(
     journal: str | os.PathLike[str] | None = None,
     previous: Mapping[str, Mapping[str, Any]] | None = None,
     journal_kind: str = "bulk",
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[UpdateResult]:
-    """Yield one UpdateResult per input item, in completion order. See the module docs."""
+    """Yield one UpdateResult per input item, in completion order. See the module docs.
+
+    Once ``stop`` is set no further input is read; items already taken finish (and are
+    journaled) and the stream ends."""
     done_before = applied_keys(journal) if journal is not None else set()
     writer = (
         JournalWriter(journal, kind=journal_kind, sync_every=client.max_concurrency)
@@ -304,7 +311,7 @@ async def stream_updates(
     exhausted = False
     try:
         while True:
-            while not exhausted and pending < window:
+            while not exhausted and pending < window and not (stop is not None and stop.is_set()):
                 try:
                     item = await source.__anext__()
                 except StopAsyncIteration:
@@ -342,6 +349,7 @@ async def bulk_update(
     total: int | None = None,
     previous: Mapping[str, Mapping[str, Any]] | None = None,
     journal_kind: str = "bulk",
+    stop: asyncio.Event | None = None,
 ) -> BulkReport:
     """Run ``stream_updates`` to the end and report. Per-item failures never raise."""
     if total is None and isinstance(updates, (list, tuple)):
@@ -370,7 +378,7 @@ async def bulk_update(
             )
 
     async for result in stream_updates(
-        client, updates, journal=journal, previous=previous, journal_kind=journal_kind
+        client, updates, journal=journal, previous=previous, journal_kind=journal_kind, stop=stop
     ):
         counts[result.status] += 1
         if result.status is UpdateStatus.FAILED:
@@ -398,4 +406,5 @@ async def bulk_update(
         aborted=abort_reason is not None,
         abort_reason=abort_reason,
         journal=os.fspath(journal) if journal is not None else None,
+        stopped=stop is not None and stop.is_set(),
     )

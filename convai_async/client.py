@@ -439,11 +439,13 @@ class ConvaiClient:
         updates: Iterable[CharacterUpdate] | AsyncIterable[CharacterUpdate],
         *,
         journal: str | os.PathLike[str] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> AsyncIterator[UpdateResult]:
-        """Apply updates concurrently, yielding one UpdateResult per input item as each finishes."""
+        """Apply updates concurrently, yielding one UpdateResult per input item as each finishes.
+        Setting ``stop`` ends the run gracefully: no new input is read, in-flight items finish."""
         from .bulk import stream_updates
 
-        return stream_updates(self, updates, journal=journal)
+        return stream_updates(self, updates, journal=journal, stop=stop)
 
     async def bulk_update(
         self,
@@ -452,12 +454,13 @@ class ConvaiClient:
         on_progress: ProgressCallback | None = None,
         *,
         total: int | None = None,
+        stop: asyncio.Event | None = None,
     ) -> BulkReport:
         """Apply every update; never raises for a per-item failure. See ``BulkReport``."""
         from .bulk import bulk_update
 
         return await bulk_update(
-            self, updates, journal=journal, on_progress=on_progress, total=total
+            self, updates, journal=journal, on_progress=on_progress, total=total, stop=stop
         )
 
     async def bulk_set_model(
@@ -466,17 +469,11 @@ class ConvaiClient:
         model: str,
         journal: str | os.PathLike[str] | None = None,
         on_progress: ProgressCallback | None = None,
+        *,
+        stop: asyncio.Event | None = None,
     ) -> BulkReport:
         check.text("model", model)
-        from .bulk import bulk_update, updates_for
-
-        return await bulk_update(
-            self,
-            updates_for(char_ids, model=model),
-            journal=journal,
-            on_progress=on_progress,
-            total=_known_length(char_ids),
-        )
+        return await self._bulk_set(char_ids, journal, on_progress, stop, model=model)
 
     async def bulk_set_temperature(
         self,
@@ -484,16 +481,29 @@ class ConvaiClient:
         temperature: float,
         journal: str | os.PathLike[str] | None = None,
         on_progress: ProgressCallback | None = None,
+        *,
+        stop: asyncio.Event | None = None,
     ) -> BulkReport:
         value = check.temperature("temperature", temperature)
+        return await self._bulk_set(char_ids, journal, on_progress, stop, temperature=value)
+
+    async def _bulk_set(
+        self,
+        char_ids: Iterable[str] | AsyncIterable[str],
+        journal: str | os.PathLike[str] | None,
+        on_progress: ProgressCallback | None,
+        stop: asyncio.Event | None,
+        **values: Any,
+    ) -> BulkReport:
         from .bulk import bulk_update, updates_for
 
         return await bulk_update(
             self,
-            updates_for(char_ids, temperature=value),
+            updates_for(char_ids, **values),
             journal=journal,
             on_progress=on_progress,
             total=_known_length(char_ids),
+            stop=stop,
         )
 
     async def plan_migration(
@@ -505,6 +515,7 @@ class ConvaiClient:
         *,
         allow_unknown_model: bool = False,
     ) -> MigrationPlan:
+        """Select characters to move to ``to_model`` (and ``temperature``); sends no update."""
         from .migration import plan_migration
 
         return await plan_migration(
@@ -521,10 +532,13 @@ class ConvaiClient:
         plan: MigrationPlan,
         journal: str | os.PathLike[str] | None = None,
         on_progress: ProgressCallback | None = None,
+        *,
+        stop: asyncio.Event | None = None,
     ) -> BulkReport:
+        """Run a plan; the journal records previous values, for resume and ``rollback``."""
         from .migration import apply_plan
 
-        return await apply_plan(self, plan, journal=journal, on_progress=on_progress)
+        return await apply_plan(self, plan, journal=journal, on_progress=on_progress, stop=stop)
 
     async def rollback(
         self,
@@ -532,11 +546,17 @@ class ConvaiClient:
         *,
         rollback_journal: str | os.PathLike[str] | None = None,
         on_progress: ProgressCallback | None = None,
+        stop: asyncio.Event | None = None,
     ) -> BulkReport:
+        """Restore what a migration journal recorded as each changed character's values."""
         from .migration import rollback
 
         return await rollback(
-            self, Path(journal), rollback_journal=rollback_journal, on_progress=on_progress
+            self,
+            Path(journal),
+            rollback_journal=rollback_journal,
+            on_progress=on_progress,
+            stop=stop,
         )
 
 

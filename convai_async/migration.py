@@ -6,6 +6,7 @@ to the journal as ``previous`` beside each applied change, which is what ``rollb
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -145,6 +146,7 @@ async def apply_plan(
     *,
     journal: str | os.PathLike[str] | None = None,
     on_progress: ProgressCallback | None = None,
+    stop: asyncio.Event | None = None,
 ) -> BulkReport:
     """Run the plan as a bulk update; with a journal, re-running resumes and enables rollback."""
     return await bulk_update(
@@ -154,6 +156,7 @@ async def apply_plan(
         on_progress=on_progress,
         previous=plan.previous,
         journal_kind="migration",
+        stop=stop,
     )
 
 
@@ -182,6 +185,7 @@ async def rollback(
     *,
     rollback_journal: str | os.PathLike[str] | None = None,
     on_progress: ProgressCallback | None = None,
+    stop: asyncio.Event | None = None,
 ) -> BulkReport:
     try:
         updates = list(restoring_updates(journal))
@@ -193,4 +197,5 @@ async def rollback(
         journal=rollback_journal,
         on_progress=on_progress,
         journal_kind="rollback",
+        stop=stop,
     )

@@ -287,10 +287,10 @@ class FakeConvai:
                 RecordedRequest(path, dict(request.headers), _parsed(raw), raw, time.monotonic())
             )
         faults = self.faults
-        await self._sleep(faults.latency)
-        limited = self._rate_limited(path)
+        limited = self._rate_limited(path)  # at the edge, as a gateway does, before the work
         if limited is not None:
             return limited
+        await self._sleep(faults.latency)
         if request.headers.get("CONVAI-API-KEY") not in self._valid_keys:
             if path.startswith("/llm-models/"):
                 return _llm_error(401, "Unauthorized: missing or invalid CONVAI-API-KEY")
