@@ -607,35 +607,72 @@ def positive_arg(kind: type) -> Callable[[str], Any]:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def global_options(*, suppress_defaults: bool) -> argparse.ArgumentParser:
+    """The global options. Subcommands repeat them (so they may follow the subcommand) with
+    defaults suppressed, so that a value given before the subcommand is not reset."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connection and output")
-    group.add_argument(
-        "--api-key", help=f"Convai API key (default: ${API_KEY_ENV}; prefer the environment)"
-    )
-    group.add_argument(
-        "--base-url", default=DEFAULT_BASE_URL, help="API base URL (default: %(default)s)"
-    )
-    group.add_argument(
-        "--concurrency", type=positive_arg(int), default=16, help="requests in flight (default: 16)"
-    )
-    group.add_argument(
-        "--rps", type=positive_arg(float), default=None, help="requests per second cap"
-    )
-    group.add_argument(
-        "--timeout", type=positive_arg(float), default=30.0, help="seconds per attempt"
-    )
-    group.add_argument(
-        "--max-retries", type=int, default=5, help="retries per request (default: 5)"
-    )
-    group.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    group.add_argument("-q", "--quiet", action="store_true", help="no progress or notes on stderr")
-    group.add_argument("-v", "--verbose", action="store_true", help="log each attempt on stderr")
 
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress_defaults else value
+
+    group.add_argument(
+        "--api-key",
+        default=default(None),
+        help=f"Convai API key (default: ${API_KEY_ENV}; prefer the environment)",
+    )
+    group.add_argument(
+        "--base-url",
+        default=default(DEFAULT_BASE_URL),
+        help=f"API base URL (default: {DEFAULT_BASE_URL})",
+    )
+    group.add_argument(
+        "--concurrency",
+        type=positive_arg(int),
+        default=default(16),
+        help="requests in flight (default: 16)",
+    )
+    group.add_argument(
+        "--rps", type=positive_arg(float), default=default(None), help="requests per second cap"
+    )
+    group.add_argument(
+        "--timeout",
+        type=positive_arg(float),
+        default=default(30.0),
+        help="seconds per attempt (default: 30)",
+    )
+    group.add_argument(
+        "--max-retries", type=int, default=default(5), help="retries per request (default: 5)"
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print one JSON document on stdout",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default(False),
+        help="no progress or notes on stderr",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default(False),
+        help="log each attempt on stderr",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = global_options(suppress_defaults=True)
     parser = argparse.ArgumentParser(
         prog="convai-async",
         description="Update Convai characters' LLM settings and manage custom LLMs, in bulk.",
-        parents=[common],
+        parents=[global_options(suppress_defaults=False)],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -719,7 +756,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("demo", "a fleet migration on an embedded fake server (no key, no network)")
     sub.add_argument("--characters", type=positive_arg(int), default=5000)
-    sub.set_defaults(concurrency=32)
     return parser
 
 
