@@ -10,15 +10,25 @@ one character run in input order; different characters run concurrently. A fatal
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 
 from . import protocol
+from .client import _Call
 from .errors import ConvaiError, ValidationError
 from .journal import JournalWriter, read_journal
 from .models import CharacterUpdate
@@ -39,8 +49,6 @@ __all__ = [
 
 WINDOW_FACTOR = 2
 PROGRESS_INTERVAL = 0.1
-
-T = TypeVar("T")
 
 
 class UpdateStatus(enum.Enum):
@@ -137,26 +145,47 @@ class _Invalid:
 
 def updates_for(
     char_ids: Iterable[str] | AsyncIterable[str], **values: Any
-) -> AsyncIterator[CharacterUpdate | _Invalid]:
+) -> Iterator[CharacterUpdate | _Invalid] | AsyncIterator[CharacterUpdate | _Invalid]:
     """Lazily turn IDs into updates; an invalid ID becomes a failed item, not an exception."""
 
-    async def generate() -> AsyncIterator[CharacterUpdate | _Invalid]:
-        async for char_id in _aiter(char_ids):
-            try:
-                yield CharacterUpdate(char_id, **values)
-            except ValidationError as error:
-                yield _Invalid(str(char_id), error)
+    def update(char_id: str) -> CharacterUpdate | _Invalid:
+        try:
+            return CharacterUpdate(char_id, **values)
+        except ValidationError as error:
+            return _Invalid(str(char_id), error)
 
-    return generate()
+    if isinstance(char_ids, AsyncIterable):
+
+        async def generate() -> AsyncIterator[CharacterUpdate | _Invalid]:
+            async for char_id in char_ids:
+                yield update(char_id)
+
+        return generate()
+    return map(update, char_ids)
 
 
-async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+_EXHAUSTED = object()
+
+
+def _puller(items: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Awaitable[Any]]:
+    """A coroutine function returning the next item or _EXHAUSTED, for either kind of input
+    (a sync iterable is read directly: no async generator hop per item)."""
     if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
+        iterator = aiter(items)
+
+        async def next_async() -> Any:
+            try:
+                return await iterator.__anext__()
+            except StopAsyncIteration:
+                return _EXHAUSTED
+
+        return next_async
+    plain = iter(items)
+
+    async def next_sync() -> Any:
+        return next(plain, _EXHAUSTED)
+
+    return next_sync
 
 
 def _journal_key(index: int, update: CharacterUpdate) -> tuple[int, str, str | None, float | None]:
@@ -186,13 +215,54 @@ def applied_keys(path: str | os.PathLike[str]) -> set[tuple[int, str, str | None
 
 @define
 class _Run:
+    """One bulk run: ``max_concurrency`` workers pull from the shared input, so there is no task
+    per item. ``credits`` bounds how far the input is read ahead of the results handed out."""
+
     client: ConvaiClient
     journal: JournalWriter | None
     done_before: set[tuple[int, str, str | None, float | None]]
     previous: Mapping[str, Mapping[str, Any]] | None
-    results: asyncio.Queue[UpdateResult] = field(factory=asyncio.Queue)
-    tails: dict[str, asyncio.Task[None]] = field(factory=dict)
+    pull: Callable[[], Awaitable[Any]]
+    stop: asyncio.Event | None
+    credits: asyncio.Semaphore
+    workers: int
+    results: asyncio.Queue[UpdateResult | None] = field(factory=asyncio.Queue)
+    pulling: asyncio.Lock = field(factory=asyncio.Lock)
+    # char_id -> None (an update in flight) or the queue of later updates waiting their turn
+    busy: dict[str, collections.deque[asyncio.Future[None]] | None] = field(factory=dict)
+    next_index: int = 0
+    exhausted: bool = False
     abort_reason: str | None = None
+    failure: BaseException | None = None
+
+    async def work(self) -> None:
+        try:
+            while (taken := await self.take()) is not None:
+                index, item = taken
+                result = self.immediate(index, item) or await self.in_turn(index, item)
+                self.finish(result)
+        except Exception as error:  # noqa: BLE001 - the input itself failed: stop, tell the consumer
+            self.failure = self.failure or error
+            self.exhausted = True
+        finally:
+            self.workers -= 1
+            if self.workers == 0:
+                self.results.put_nowait(None)  # the end, after every result
+
+    async def take(self) -> tuple[int, Any] | None:
+        await self.credits.acquire()
+        async with self.pulling:  # an async generator cannot be read by two workers at once
+            if self.exhausted or (self.stop is not None and self.stop.is_set()):
+                self.credits.release()
+                return None
+            item = await self.pull()
+            if item is _EXHAUSTED:
+                self.exhausted = True
+                self.credits.release()
+                return None
+            index = self.next_index
+            self.next_index += 1
+            return index, item
 
     def immediate(self, index: int, item: object) -> UpdateResult | None:
         """The result of an item decided without a request, if any."""
@@ -205,7 +275,7 @@ class _Run:
             return UpdateResult(index, str(item)[:80], None, UpdateStatus.FAILED, error=error)
         if self.abort_reason is not None:
             return self.skipped(index, item)
-        if _journal_key(index, item) in self.done_before:
+        if self.done_before and _journal_key(index, item) in self.done_before:
             return UpdateResult(
                 index, item.char_id, item, UpdateStatus.ALREADY_APPLIED, reason="in journal"
             )
@@ -216,46 +286,52 @@ class _Run:
             index, update.char_id, update, UpdateStatus.SKIPPED, reason=self.abort_reason
         )
 
-    def start(self, index: int, update: CharacterUpdate) -> None:
-        before = self.tails.get(update.char_id)
-        task = asyncio.create_task(self._apply(index, update, before))
-        self.tails[update.char_id] = task
+    async def in_turn(self, index: int, update: CharacterUpdate) -> UpdateResult:
+        """Send an update after any earlier update of the same character has finished."""
+        char_id = update.char_id
+        if char_id in self.busy:
+            waiting = self.busy[char_id]
+            if waiting is None:
+                waiting = self.busy[char_id] = collections.deque()
+            turn = asyncio.get_running_loop().create_future()
+            waiting.append(turn)
+            await turn
+        else:
+            self.busy[char_id] = None
+        try:
+            return await self.send(index, update)
+        finally:
+            self.hand_over(char_id)
 
-        def finished(done: asyncio.Task[None]) -> None:
-            if self.tails.get(update.char_id) is done:
-                del self.tails[update.char_id]
+    def hand_over(self, char_id: str) -> None:
+        waiting = self.busy.get(char_id)
+        while waiting:
+            turn = waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the character stays busy: the next update has it now
+                return
+        del self.busy[char_id]
 
-        task.add_done_callback(finished)
-
-    async def _apply(
-        self, index: int, update: CharacterUpdate, before: asyncio.Task[None] | None
-    ) -> None:
-        if before is not None:
-            await asyncio.wait((before,))  # same character: strictly after the earlier update
+    async def send(self, index: int, update: CharacterUpdate) -> UpdateResult:
         if self.abort_reason is not None:
-            self.finish(self.skipped(index, update))
-            return
-        from .client import _Call
-
+            return self.skipped(index, update)
         call = _Call()
         try:
-            await self.client.characters.apply(update, _call=call)
+            await self.client._call(protocol.CHARACTER_UPDATE, update, call)
         except ConvaiError as error:
             if protocol.is_fatal(error) and self.abort_reason is None:
                 self.abort_reason = f"{type(error).__name__}: {error}"
-            result = UpdateResult(
+            return UpdateResult(
                 index, update.char_id, update, UpdateStatus.FAILED, error, call.attempts
             )
         except Exception as error:  # noqa: BLE001 - an item must end with an outcome, whatever broke
             wrapped = ConvaiError(f"unexpected {type(error).__name__}: {error}")
-            result = UpdateResult(
+            return UpdateResult(
                 index, update.char_id, update, UpdateStatus.FAILED, wrapped, call.attempts
             )
-        else:
-            result = UpdateResult(
-                index, update.char_id, update, UpdateStatus.APPLIED, attempts=call.attempts
-            )
-        self.finish(result)
+        return UpdateResult(
+            index, update.char_id, update, UpdateStatus.APPLIED, attempts=call.attempts
+        )
 
     def finish(self, result: UpdateResult) -> None:
         if self.journal is not None and result.status is not UpdateStatus.ALREADY_APPLIED:
@@ -303,39 +379,27 @@ async def stream_updates(
         if journal is not None
         else None
     )
-    run = _Run(client, writer, done_before, previous)
-    window = client.max_concurrency * WINDOW_FACTOR
-    source = _aiter(updates)
-    pending = 0
-    index = 0
-    exhausted = False
+    run = _Run(
+        client,
+        writer,
+        done_before,
+        previous,
+        pull=_puller(updates),
+        stop=stop,
+        credits=asyncio.Semaphore(client.max_concurrency * WINDOW_FACTOR),
+        workers=client.max_concurrency,
+    )
+    workers = [asyncio.create_task(run.work()) for _ in range(client.max_concurrency)]
     try:
-        while True:
-            while not exhausted and pending < window and not (stop is not None and stop.is_set()):
-                try:
-                    item = await source.__anext__()
-                except StopAsyncIteration:
-                    exhausted = True
-                    break
-                result = run.immediate(index, item)
-                if result is None:
-                    run.start(index, item)
-                    pending += 1
-                else:
-                    run.finish(result)
-                    pending += 1
-                index += 1
-            if pending == 0:
-                break
-            result = await run.results.get()
-            pending -= 1
+        while (result := await run.results.get()) is not None:
+            run.credits.release()
             yield result
+        if run.failure is not None:
+            raise run.failure
     finally:
-        outstanding = list(run.tails.values())
-        for task in outstanding:
-            task.cancel()
-        if outstanding:
-            await asyncio.gather(*outstanding, return_exceptions=True)
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         if writer is not None:
             writer.close()
 

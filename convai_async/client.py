@@ -133,6 +133,7 @@ class _Call:
 
     attempts: int = 0
     request_sent_unanswered: bool = False
+    first_error: ConvaiError | None = None  # handed from the bare first attempt to backoff
 
 
 _CURRENT_CALL: contextvars.ContextVar[_Call] = contextvars.ContextVar("convai_async_call")
@@ -234,7 +235,7 @@ class ConvaiClient:
         )
         self._counters = _Counters()
         self._closed = False
-        self._send_with_retries = backoff.on_exception(
+        self._retrying = backoff.on_exception(
             full_jitter_waits,
             ConvaiError,
             max_tries=self._max_retries + 1,
@@ -245,7 +246,7 @@ class ConvaiClient:
             initial=retry.initial_wait,
             multiplier=retry.multiplier,
             maximum=retry.max_wait,
-        )(self._attempt)
+        )(self._replay_then_attempt)
         self.characters = Characters(self)
         self.llm_models = LlmModels(self)
 
@@ -314,11 +315,9 @@ class ConvaiClient:
         token = _CURRENT_CALL.set(call)
         try:
             if self._deadline is None:
-                return await self._send_with_retries(endpoint, body, call)
+                return await self._send(endpoint, body, call)
             try:
-                return await asyncio.wait_for(
-                    self._send_with_retries(endpoint, body, call), self._deadline
-                )
+                return await asyncio.wait_for(self._send(endpoint, body, call), self._deadline)
             except ConvaiError:
                 raise
             except asyncio.TimeoutError:
@@ -331,12 +330,34 @@ class ConvaiClient:
         finally:
             _CURRENT_CALL.reset(token)
 
+    async def _send(self, endpoint: protocol.Endpoint, body: bytes, call: _Call) -> Any:
+        """The first attempt runs bare (the common case costs no retry machinery); a retryable
+        failure enters backoff's loop, which decides, waits and retries."""
+        try:
+            return await self._attempt(endpoint, body, call)
+        except ConvaiError as error:
+            if not protocol.is_retryable(error) or self._max_retries == 0:
+                self._counters.failed += 1
+                raise
+            call.first_error = error
+        return await self._retrying(endpoint, body, call)
+
+    async def _replay_then_attempt(
+        self, endpoint: protocol.Endpoint, body: bytes, call: _Call
+    ) -> Any:
+        """backoff's target: its first try re-raises the first attempt's error, so backoff treats
+        it as any failure (give up or wait); later tries are real attempts."""
+        error, call.first_error = call.first_error, None
+        if error is not None:
+            raise error
+        return await self._attempt(endpoint, body, call)
+
     async def _attempt(self, endpoint: protocol.Endpoint, body: bytes, call: _Call) -> Any:
         self._check_open()
         sent_at = await self._limiter.acquire()
         call.attempts += 1
         self._counters.requests += 1
-        started = time.monotonic()
+        started = time.monotonic() if logger.isEnabledFor(logging.DEBUG) else 0.0
         cap = self._max_list_response_bytes if endpoint.large else self._max_response_bytes
         try:
             response = await self._transport.send(endpoint.path, body, max_bytes=cap)
@@ -587,8 +608,9 @@ class Characters:
             raise ValidationError("temperature", "must be a real number in [0, 1], got None")
         await self.apply(CharacterUpdate(char_id, temperature=temperature))
 
-    async def apply(self, update: CharacterUpdate, *, _call: _Call | None = None) -> None:
-        await self._client._call(protocol.CHARACTER_UPDATE, update, _call)
+    async def apply(self, update: CharacterUpdate) -> None:
+        """Send one CharacterUpdate (what ``update``, ``set_model`` and ``set_temperature`` do)."""
+        await self._client._call(protocol.CHARACTER_UPDATE, update)
 
     async def get(self, char_id: str) -> Character:
         payload = await self._client._call(protocol.CHARACTER_GET, CharacterQuery(char_id))

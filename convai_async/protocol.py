@@ -112,11 +112,16 @@ ENDPOINTS = (
 )
 
 
+_ENCODER = json.JSONEncoder(
+    separators=(",", ":")
+)  # one instance: json.dumps(**options) makes one per call
+
+
 def encode_body(request: object | None) -> bytes:
     """The JSON body for a request object (None: the list endpoints, which take no body)."""
     if request is None:
         return b""
-    return json.dumps(converter.unstructure(request), separators=(",", ":")).encode()
+    return _ENCODER.encode(converter.unstructure(request)).encode()
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

@@ -139,6 +139,7 @@ class FakeConvai:
         self.in_flight = 0
         self.max_in_flight = 0
         self.faults_injected = 0
+        self.rate_limited = 0
         self.custom_models: dict[str, dict[str, Any]] = {}
         self._valid_keys = {api_key}
         self._random = random.Random(seed)
@@ -173,6 +174,7 @@ class FakeConvai:
         app = web.Application(client_max_size=8 << 20)
         for path in self._routes:
             app.router.add_post(path, self._serve)
+        app.router.add_get("/_fake/stats", self._stats)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=0.5
         )
@@ -255,6 +257,24 @@ class FakeConvai:
     def revoke_key(self, key: str | None = None) -> None:
         """Make a key invalid from now on (the server's own key by default)."""
         self._valid_keys.discard(key or self.api_key)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters, for a test or benchmark that runs the server in another process
+        (``GET /_fake/stats`` answers the same, without authentication)."""
+        models = Counter(
+            c.get("personalised_prompt_config", {}).get("MODEL") for c in self.characters.values()
+        )
+        return {
+            "requests": dict(self.request_counts),
+            "applied_updates": self.applied_updates,
+            "rate_limited": self.rate_limited,
+            "faults_injected": self.faults_injected,
+            "max_in_flight": self.max_in_flight,
+            "models": {str(k): v for k, v in models.items()},
+        }
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return _json(self.snapshot())
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == path]
@@ -374,6 +394,7 @@ class FakeConvai:
             self._tokens = min(float(faults.burst), self._tokens + refill)
             self._last_refill = now
             if self._tokens < 1.0:
+                self.rate_limited += 1
                 wait = (1.0 - self._tokens) / faults.rate_limit
                 headers = self._retry_after_header(wait)
                 if llm:
@@ -566,6 +587,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
         rate_limit=args.rate_limit,
         burst=args.burst,
         server_error_ratio=args.error_ratio,
+        retry_after=args.retry_after,
     )
     fake = FakeConvai(
         args.characters, api_key=args.api_key, faults=faults, record=False, port=args.port
@@ -585,6 +607,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate-limit", type=float, default=None)
     parser.add_argument("--burst", type=int, default=10)
     parser.add_argument("--error-ratio", type=float, default=0.0)
+    parser.add_argument(
+        "--retry-after", choices=("seconds", "http-date", "none"), default="seconds"
+    )
     parser.add_argument("--seconds", type=float, default=600.0, help="stop after this long")
     asyncio.run(_serve_forever(parser.parse_args(argv)))
 
