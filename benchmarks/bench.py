@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,13 @@ RESULTS = Path(__file__).parent / "results"
 Row = dict[str, Any]
 
 
+def pinned(command: list[str], core: int) -> list[str]:
+    """Client and server on separate cores, where the machine allows: less migration noise."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", str(core), *command]
+    return command
+
+
 @contextmanager
 def fake_server(
     *, characters: int, latency: float = 0.0, rate_limit: float | None = None, burst: int = 20
@@ -40,7 +48,7 @@ def fake_server(
     ]  # fmt: skip
     if rate_limit is not None:
         command += ["--rate-limit", str(rate_limit)]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(pinned(command, 1), stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
         yield server.stdout.readline().strip()
@@ -56,7 +64,9 @@ def server_stats(url: str) -> Row:
 
 def run_peer(peer: str, url: str, count: int, concurrency: int) -> Row:
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.peers", peer, url, str(count), str(concurrency)],
+        pinned(
+            [sys.executable, "-m", "benchmarks.peers", peer, url, str(count), str(concurrency)], 0
+        ),
         capture_output=True,
         text=True,
         timeout=1800,
@@ -273,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
+            "pinned": bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2,
         },
         "smoke": args.smoke,
         "seconds": round(time.time() - started, 1),

@@ -62,70 +62,67 @@ async def convai_calls(url: str, ids: Iterator[str], concurrency: int) -> dict[s
         return {"ok": ok, "failed": failed, "requests": client.stats.requests}
 
 
-async def raw_aiohttp(url: str, ids: Iterator[str], concurrency: int) -> dict[str, Any]:
-    """The floor for this stack: a semaphore and session.post in a loop."""
+async def bounded(
+    ids: Iterator[str], concurrency: int, post: Callable[[str], Coroutine[Any, Any, bool]]
+) -> dict[str, Any]:
+    """What users write: a semaphore, and a task per item created as slots free up."""
     ok = failed = 0
     semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(char_id: str) -> None:
+        nonlocal ok, failed
+        try:
+            if await post(char_id):
+                ok += 1
+            else:
+                failed += 1
+        finally:
+            semaphore.release()
+
+    tasks = set()
+    for char_id in ids:
+        await semaphore.acquire()
+        task = asyncio.create_task(one(char_id))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    return {"ok": ok, "failed": failed, "requests": ok + failed}
+
+
+async def raw_aiohttp(url: str, ids: Iterator[str], concurrency: int) -> dict[str, Any]:
+    """The floor for this stack: a semaphore and session.post in a loop."""
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def one(char_id: str) -> None:
-            nonlocal ok, failed
+        async def post(char_id: str) -> bool:
             try:
                 async with session.post(
                     url + "/character/update", data=body(char_id), headers=HEADERS
                 ) as response:
                     payload = await response.read()
-                    if response.status == 200 and b"SUCCESS" in payload:
-                        ok += 1
-                    else:
-                        failed += 1
+                    return response.status == 200 and b"SUCCESS" in payload
             except aiohttp.ClientError:
-                failed += 1
-            finally:
-                semaphore.release()
+                return False
 
-        tasks = set()
-        for char_id in ids:
-            await semaphore.acquire()
-            task = asyncio.create_task(one(char_id))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
-    return {"ok": ok, "failed": failed, "requests": ok + failed}
+        return await bounded(ids, concurrency, post)
 
 
 async def httpx_async(url: str, ids: Iterator[str], concurrency: int) -> dict[str, Any]:
     import httpx
 
-    ok = failed = 0
-    semaphore = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
 
-        async def one(char_id: str) -> None:
-            nonlocal ok, failed
+        async def post(char_id: str) -> bool:
             try:
                 response = await client.post(
                     url + "/character/update", content=body(char_id), headers=HEADERS
                 )
-                if response.status_code == 200 and b"SUCCESS" in response.content:
-                    ok += 1
-                else:
-                    failed += 1
             except httpx.HTTPError:
-                failed += 1
-            finally:
-                semaphore.release()
+                return False
+            return response.status_code == 200 and b"SUCCESS" in response.content
 
-        tasks = set()
-        for char_id in ids:
-            await semaphore.acquire()
-            task = asyncio.create_task(one(char_id))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
-    return {"ok": ok, "failed": failed, "requests": ok + failed}
+        return await bounded(ids, concurrency, post)
 
 
 async def vendor_requests(url: str, ids: Iterator[str], concurrency: int) -> dict[str, Any]:

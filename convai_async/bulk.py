@@ -49,6 +49,7 @@ __all__ = [
 
 WINDOW_FACTOR = 2
 PROGRESS_INTERVAL = 0.1
+RATE_WINDOW = 5.0
 
 
 class UpdateStatus(enum.Enum):
@@ -82,7 +83,7 @@ class Progress:
     ok: int
     failed: int
     skipped: int
-    rate: float  # items per second since the start
+    rate: float  # items per second over the last RATE_WINDOW seconds (the current rate)
     elapsed: float
 
 
@@ -424,10 +425,15 @@ async def bulk_update(
     failures: list[UpdateResult] = []
     abort_reason: str | None = None
     last_report = 0.0
+    samples: collections.deque[tuple[float, int]] = collections.deque([(started, 0)])
 
     def report_progress() -> None:
-        elapsed = time.monotonic() - started
+        now = time.monotonic()
         done = sum(counts.values())
+        while len(samples) > 1 and samples[0][0] < now - RATE_WINDOW:
+            samples.popleft()
+        since, done_then = samples[0]
+        samples.append((now, done))
         if on_progress is not None:
             on_progress(
                 Progress(
@@ -436,8 +442,8 @@ async def bulk_update(
                     ok=counts[UpdateStatus.APPLIED] + counts[UpdateStatus.ALREADY_APPLIED],
                     failed=counts[UpdateStatus.FAILED],
                     skipped=counts[UpdateStatus.SKIPPED],
-                    rate=done / elapsed if elapsed > 0 else 0.0,
-                    elapsed=elapsed,
+                    rate=(done - done_then) / (now - since) if now > since else 0.0,
+                    elapsed=now - started,
                 )
             )
 

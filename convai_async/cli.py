@@ -24,6 +24,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -85,7 +86,6 @@ def report_exit_code(report: BulkReport) -> int:
 class Output:
     json: bool
     quiet: bool
-    verbose: bool
     stdout: IO[str] = sys.stdout
     stderr: IO[str] = sys.stderr
 
@@ -791,7 +791,7 @@ async def run(args: argparse.Namespace, output: Output) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    output = Output(json=args.json, quiet=args.quiet, verbose=args.verbose)
+    output = Output(json=args.json, quiet=args.quiet)
     if args.verbose:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -818,3 +818,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except asyncio.CancelledError:
         output.error("interrupted")
         return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - a bug: one line; the traceback only with -v
+        if args.verbose:
+            traceback.print_exc(file=output.stderr)
+        output.error(f"internal error: {type(error).__name__}: {error} (-v shows the traceback)")
+        return EXIT_FAILED
