@@ -12,9 +12,9 @@ Three mechanisms, all per client:
   1. first 429: the sends in the ``BURST_WINDOW`` before the refused one estimate B (an
      unthrottled client empties the server's bucket almost at once); pacing restarts at B per
      second in *slow start*, doubling every ``SLOW_START_DOUBLING`` seconds;
-  2. next 429: R is the largest rate at which a bucket of burst B, fed this epoch's send times,
-     would have refused exactly the request that was refused (bisection over R). Pacing holds at
-     ``TARGET_FRACTION`` x R (*steady*);
+  2. next 429: a full bucket of burst B, fed this epoch's send times, accepts every send before
+     the refused one and refuses that one for a range of rates; R is the middle of that range
+     (its edges found by bisection). Pacing holds at ``TARGET_FRACTION`` x R (*steady*);
   3. steady: the rate probes upward by ``PROBE_PER_SECOND`` of itself per second, and after
      ``PROBE_PLATEAU`` seconds without a 429 doubles every ``PROBE_DOUBLING`` seconds (so an
      underestimate, or a raised server limit, is found); each further 429 fits R again. When

@@ -90,15 +90,17 @@ def optional_secret(field: str, value: Any) -> str | None:
     return None if value is None else secret(field, value)
 
 
-def positive(field: str, value: Any, *, allow_none: bool = False) -> float | None:
+def positive(field: str, value: Any) -> float:
     """A finite number above zero (timeouts, rates)."""
-    if value is None and allow_none:
-        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(field, f"must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
         raise ValidationError(field, f"must be above 0, got {_shown(value)}")
     return float(value)
+
+
+def optional_positive(field: str, value: Any) -> float | None:
+    return None if value is None else positive(field, value)
 
 
 def whole(field: str, value: Any, *, minimum: int) -> int:

@@ -196,16 +196,15 @@ class ConvaiClient:
         self._api_key = check.secret("api_key", api_key)
         self._base_url = _checked_base_url(base_url, allow_insecure_http)
         timeout_s = check.positive("timeout", timeout)
-        connect_s = min(check.positive("connect_timeout", connect_timeout) or 0.0, timeout_s or 0.0)
+        connect_s = min(check.positive("connect_timeout", connect_timeout), timeout_s)
         self._max_retries = check.whole("max_retries", max_retries, minimum=0)
         self._max_concurrency = check.whole("max_concurrency", max_concurrency, minimum=1)
-        rate = check.positive("requests_per_second", requests_per_second, allow_none=True)
-        self._deadline = check.positive("deadline", deadline, allow_none=True)
+        rate = check.optional_positive("requests_per_second", requests_per_second)
+        self._deadline = check.optional_positive("deadline", deadline)
         self._max_response_bytes = check.whole("max_response_bytes", max_response_bytes, minimum=1)
         self._max_list_response_bytes = check.whole(
             "max_list_response_bytes", max_list_response_bytes, minimum=1
         )
-        self._retry = retry
         self._secrets: tuple[str, ...] = (self._api_key,)
         self._transport = AiohttpTransport(
             base_url=self._base_url,
@@ -215,7 +214,7 @@ class ConvaiClient:
                 "Accept": "application/json",
                 "User-Agent": f"convai-async/{__version__}",
             },
-            timeout=timeout_s or DEFAULT_TIMEOUT,
+            timeout=timeout_s,
             connect_timeout=connect_s,
             pool_size=self._max_concurrency,
             session=session,
@@ -225,7 +224,7 @@ class ConvaiClient:
             max_concurrency=self._max_concurrency,
             requests_per_second=rate,
             burst=check.whole("burst", burst, minimum=1),
-            max_retry_after=check.positive("max_retry_after", max_retry_after) or 0.0,
+            max_retry_after=check.positive("max_retry_after", max_retry_after),
         )
         self._budget = RetryBudget(
             capacity=retry.budget,
