@@ -397,3 +397,42 @@ def test_journal_lines_are_json(tmp_path: Path) -> None:
     assert lines[0]["journal"] == "convai-async"
     assert lines[1]["char_id"] == "c"
     _ = FAST_RETRY
+
+
+async def test_stop_event_ends_the_run_gracefully(tmp_path: Path) -> None:
+    async with FakeConvai(
+        characters=500, faults=Faults(latency=(0.002, 0.005)), record=False
+    ) as fake:
+        stop = asyncio.Event()
+        journal = tmp_path / "stopped.jsonl"
+
+        def stop_after_100(progress: Progress) -> None:
+            if progress.done >= 100:
+                stop.set()
+
+        async with ConvaiClient(
+            api_key=fake.api_key, base_url=fake.url, max_concurrency=8
+        ) as client:
+            report = await client.bulk_update(
+                (CharacterUpdate(c, temperature=0.9) for c in fake.char_ids),
+                journal=journal,
+                on_progress=stop_after_100,
+                stop=stop,
+            )
+            assert report.stopped
+            assert 100 <= report.total < 500
+            assert report.failed == report.skipped == 0
+            assert "STOPPED" in report.summary()
+            # every update that reached the server is in the journal: nothing in limbo
+            assert fake.applied_updates == report.succeeded
+            assert (
+                len([e for e in read_journal(journal) if e["outcome"] == "applied"])
+                == report.succeeded
+            )
+            resumed = await client.bulk_update(
+                (CharacterUpdate(c, temperature=0.9) for c in fake.char_ids), journal=journal
+            )
+        assert not resumed.stopped
+        assert resumed.already_applied == report.succeeded
+        assert resumed.succeeded == 500 - report.succeeded
+        assert all(fake.temperature_of(c) == 0.9 for c in fake.char_ids)

@@ -182,56 +182,45 @@ async def test_wrong_key_is_authentication_error_after_one_request(
 # -- validation before any I/O --------------------------------------------------------------------
 
 
-BAD_CALLS: list[tuple[str, str, dict[str, Any]]] = [
-    ("set_temperature", "temperature", {"char_id": "c", "temperature": 1.5}),
-    ("set_temperature", "temperature", {"char_id": "c", "temperature": -0.1}),
-    ("set_temperature", "temperature", {"char_id": "c", "temperature": True}),
-    ("set_temperature", "temperature", {"char_id": "c", "temperature": math.nan}),
-    ("set_temperature", "temperature", {"char_id": "c", "temperature": math.inf}),
-    ("set_temperature", "temperature", {"char_id": "c", "temperature": "0.5"}),
-    ("set_temperature", "temperature", {"char_id": "c", "temperature": None}),
-    ("set_model", "char_id", {"char_id": "", "model": "gpt-4.1"}),
-    ("set_model", "char_id", {"char_id": "   ", "model": "gpt-4.1"}),
-    ("set_model", "model", {"char_id": "c", "model": ""}),
-    ("set_model", "model", {"char_id": "c", "model": None}),
-    ("update", "update", {"char_id": "c"}),
-]
-
-
-@pytest.mark.parametrize(("method", "field", "kwargs"), BAD_CALLS)
-async def test_character_validation_sends_nothing(
-    fake: FakeConvai, client: ConvaiClient, method: str, field: str, kwargs: dict[str, Any]
-) -> None:
-    with pytest.raises(ValidationError) as caught:
-        await getattr(client.characters, method)(**kwargs)
-    assert caught.value.field == field
-    assert str(caught.value).startswith(f"{field}:")
-    assert isinstance(caught.value, ValueError)
-    assert fake.requests == []
-
-
-LLM_BAD_CALLS: list[tuple[str, str, dict[str, Any]]] = [
+BAD_CALLS: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("characters", "set_temperature", "temperature", {"char_id": "c", "temperature": 1.5}),
+    ("characters", "set_temperature", "temperature", {"char_id": "c", "temperature": -0.1}),
+    ("characters", "set_temperature", "temperature", {"char_id": "c", "temperature": True}),
+    ("characters", "set_temperature", "temperature", {"char_id": "c", "temperature": math.nan}),
+    ("characters", "set_temperature", "temperature", {"char_id": "c", "temperature": math.inf}),
+    ("characters", "set_temperature", "temperature", {"char_id": "c", "temperature": "0.5"}),
+    ("characters", "set_temperature", "temperature", {"char_id": "c", "temperature": None}),
+    ("characters", "set_model", "char_id", {"char_id": "", "model": "gpt-4.1"}),
+    ("characters", "set_model", "char_id", {"char_id": "   ", "model": "gpt-4.1"}),
+    ("characters", "set_model", "model", {"char_id": "c", "model": ""}),
+    ("characters", "set_model", "model", {"char_id": "c", "model": None}),
+    ("characters", "update", "update", {"char_id": "c"}),
     (
+        "llm_models",
         "register",
         "model_group_name",
         {"model_group_name": "", "model_name": "m", "api_key": "k", "is_uncensored": False},
     ),
     (
+        "llm_models",
         "register",
         "model_name",
         {"model_group_name": "g", "model_name": None, "api_key": "k", "is_uncensored": False},
     ),
     (
+        "llm_models",
         "register",
         "api_key",
         {"model_group_name": "g", "model_name": "m", "api_key": "", "is_uncensored": False},
     ),
     (
+        "llm_models",
         "register",
         "is_uncensored",
         {"model_group_name": "g", "model_name": "m", "api_key": "k", "is_uncensored": None},
     ),
     (
+        "llm_models",
         "register",
         "base_url",
         {
@@ -243,6 +232,7 @@ LLM_BAD_CALLS: list[tuple[str, str, dict[str, Any]]] = [
         },
     ),
     (
+        "llm_models",
         "register",
         "base_url",
         {
@@ -253,19 +243,26 @@ LLM_BAD_CALLS: list[tuple[str, str, dict[str, Any]]] = [
             "base_url": "not a url",
         },
     ),
-    ("update", "update", {"model_group_name": "g"}),
-    ("update", "base_url", {"model_group_name": "g", "base_url": "//no-scheme"}),
-    ("deregister", "model_group_name", {"model_group_name": " "}),
+    ("llm_models", "update", "update", {"model_group_name": "g"}),
+    ("llm_models", "update", "base_url", {"model_group_name": "g", "base_url": "//no-scheme"}),
+    ("llm_models", "deregister", "model_group_name", {"model_group_name": " "}),
 ]
 
 
-@pytest.mark.parametrize(("method", "field", "kwargs"), LLM_BAD_CALLS)
-async def test_llm_validation_sends_nothing(
-    fake: FakeConvai, client: ConvaiClient, method: str, field: str, kwargs: dict[str, Any]
+@pytest.mark.parametrize(("resource", "method", "field", "kwargs"), BAD_CALLS)
+async def test_validation_names_the_field_and_sends_nothing(
+    fake: FakeConvai,
+    client: ConvaiClient,
+    resource: str,
+    method: str,
+    field: str,
+    kwargs: dict[str, Any],
 ) -> None:
     with pytest.raises(ValidationError) as caught:
-        await getattr(client.llm_models, method)(**kwargs)
+        await getattr(getattr(client, resource), method)(**kwargs)
     assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}:")
+    assert isinstance(caught.value, ValueError)
     assert fake.requests == []
 
 
