@@ -18,6 +18,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from .models import (
     Character,
+    CharacterNameQuery,
     CharacterQuery,
     CharacterUpdate,
     CustomModel,
@@ -86,6 +87,10 @@ def make_converter() -> Converter:
     conv.register_unstructure_hook(
         CharacterQuery,
         make_dict_unstructure_fn(CharacterQuery, conv, char_id=override(rename="charID")),
+    )
+    conv.register_unstructure_hook(
+        CharacterNameQuery,
+        make_dict_unstructure_fn(CharacterNameQuery, conv, name=override(rename="charName")),
     )
     for request in (ModelRegistration, ModelUpdate, ModelReference):
         conv.register_unstructure_hook(

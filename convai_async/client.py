@@ -42,6 +42,7 @@ from .errors import (
 )
 from .models import (
     Character,
+    CharacterNameQuery,
     CharacterQuery,
     CharacterUpdate,
     CustomModel,
@@ -613,6 +614,11 @@ class Characters:
 
     async def get(self, char_id: str) -> Character:
         payload = await self._client._call(protocol.CHARACTER_GET, CharacterQuery(char_id))
+        return self._client._structure(payload, Character, protocol.CHARACTER_GET)
+
+    async def get_by_name(self, name: str) -> Character:
+        """The character with this name (``charName``), among yours and the public ones."""
+        payload = await self._client._call(protocol.CHARACTER_GET, CharacterNameQuery(name))
         return self._client._structure(payload, Character, protocol.CHARACTER_GET)
 
     async def list(self) -> list[Character]:

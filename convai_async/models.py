@@ -67,6 +67,17 @@ class CharacterQuery:
     char_id: str = field(converter=_char_id)
 
 
+def _char_name(value: Any) -> str:
+    return check.text("name", value)
+
+
+@frozen
+class CharacterNameQuery:
+    """Body of /character/get by name (the docs' "Search by charName")."""
+
+    name: str = field(converter=_char_name)
+
+
 @frozen
 class Character:
     """A character as returned by /character/get or /character/list.

@@ -94,6 +94,19 @@ async def test_get_and_list(fake: FakeConvai, client: ConvaiClient) -> None:
     }
 
 
+async def test_get_by_name(fake: FakeConvai, client: ConvaiClient) -> None:
+    char_id = fake.char_ids[4]
+    name = fake.characters[char_id]["character_name"]
+    character = await client.characters.get_by_name(name)
+    assert fake.requests[-1].body == {"charName": name}
+    assert character.char_id == char_id
+    with pytest.raises(BadRequestError):
+        await client.characters.get_by_name("Nobody At All")
+    with pytest.raises(ValidationError) as caught:
+        await client.characters.get_by_name("")
+    assert caught.value.field == "name"
+
+
 async def test_unknown_character_is_bad_request_after_one_request(
     fake: FakeConvai, client: ConvaiClient
 ) -> None:

@@ -13,6 +13,7 @@ from convai_async import errors
 from convai_async._converter import converter
 from convai_async.models import (
     Character,
+    CharacterNameQuery,
     CharacterQuery,
     CharacterUpdate,
     CustomModel,
@@ -73,6 +74,12 @@ def test_combined_update_is_one_body_with_both_fields() -> None:
 
 def test_get_body() -> None:
     assert body_of(CharacterQuery("<id of the character>")) == {"charID": "<id of the character>"}
+
+
+def test_get_by_name_body_matches_docs_sample() -> None:
+    assert body_of(CharacterNameQuery("name of the character")) == {
+        "charName": "name of the character"
+    }
 
 
 def test_register_body_matches_docs_sample() -> None:
