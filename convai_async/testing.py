@@ -149,7 +149,6 @@ class FakeConvai:
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
         self._handlers: set[asyncio.Task[Any]] = set()
         self.characters: dict[str, dict[str, Any]] = {}
         if isinstance(characters, int):
@@ -185,7 +184,6 @@ class FakeConvai:
         return self
 
     async def close(self) -> None:
-        self._closing.set()
         handlers = list(self._handlers)
         for handler in handlers:
             handler.cancel()  # latency sleeps and hangs end now, not after a shutdown timeout
@@ -319,7 +317,7 @@ class FakeConvai:
         if targeted and faults.redirect_to:
             raise web.HTTPTemporaryRedirect(faults.redirect_to + path)
         if targeted and self._roll(faults.hang_ratio):
-            await self._sleep(faults.hang_seconds, interruptible=True)
+            await self._sleep(faults.hang_seconds)
             return web.Response(status=504, body=_HTML_5XX, content_type="text/html")
         if targeted and self._roll(faults.server_error_ratio):
             return web.Response(
@@ -354,7 +352,7 @@ class FakeConvai:
             raise _Drop
         for byte in body:
             await stream.write(bytes([byte]))
-            await self._sleep(faults.drip_seconds, interruptible=True)
+            await self._sleep(faults.drip_seconds)
         await stream.write_eof()
         return stream
 
@@ -367,21 +365,12 @@ class FakeConvai:
         self.faults_injected += 1
         return True
 
-    async def _sleep(
-        self, seconds: float | tuple[float, float], *, interruptible: bool = False
-    ) -> None:
+    async def _sleep(self, seconds: float | tuple[float, float]) -> None:
+        """Latency, hangs and drips; close() cancels the handlers, so none outlives the server."""
         if isinstance(seconds, tuple):
             seconds = self._random.uniform(*seconds)
-        if seconds <= 0:
-            return
-        if not interruptible:
+        if seconds > 0:
             await asyncio.sleep(seconds)
-            return
-        try:
-            await asyncio.wait_for(self._closing.wait(), seconds)
-        except asyncio.TimeoutError:
-            return
-        raise _Drop
 
     def _rate_limited(self, path: str) -> web.Response | None:
         faults = self.faults
