@@ -23,18 +23,15 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from attrs import define, field, frozen
 
 from . import protocol
-from .client import _Call
+from .client import ConvaiClient, _Call
 from .errors import ConvaiError, ValidationError
 from .journal import JournalWriter, read_journal
 from .models import CharacterUpdate
-
-if TYPE_CHECKING:
-    from .client import ConvaiClient
 
 __all__ = [
     "BulkReport",
