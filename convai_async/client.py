@@ -25,7 +25,7 @@ from attrs import define, frozen
 from . import _validation as check
 from . import catalog, protocol
 from ._converter import converter
-from ._limiter import AdaptiveLimiter
+from ._engine.limiter import AdaptiveLimiter
 from ._retry import RetryBudget, full_jitter_waits
 from ._transport import AiohttpTransport
 from ._version import __version__

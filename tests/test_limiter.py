@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from convai_async._limiter import AdaptiveLimiter, _first_refusal, _fit_rate
+from convai_async._engine.limiter import AdaptiveLimiter, _first_refusal, _fit_rate
 
 
 def slow_start_log(rate: float, burst: int, start: float, doubling: float) -> list[float]:

@@ -32,7 +32,7 @@ from typing import Any, cast
 from aiohttp import web
 from attrs import define, field, frozen
 
-from .catalog import BUILTIN_MODELS
+from ..catalog import BUILTIN_MODELS
 
 __all__ = ["DEFAULT_FAKE_API_KEY", "FakeConvai", "Faults", "RecordedRequest"]
 
@@ -602,6 +602,3 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=600.0, help="stop after this long")
     asyncio.run(_serve_forever(parser.parse_args(argv)))
 
-
-if __name__ == "__main__":
-    main()

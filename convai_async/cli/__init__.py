@@ -32,18 +32,18 @@ from typing import IO, Any
 
 import attrs
 
-from . import __version__, catalog
-from . import _validation as check
-from .bulk import BulkReport, Progress
-from .client import API_KEY_ENV, DEFAULT_BASE_URL, ConvaiClient
-from .errors import (
+from .. import __version__, catalog
+from .. import _validation as check
+from ..bulk import BulkReport, Progress
+from ..client import API_KEY_ENV, DEFAULT_BASE_URL, ConvaiClient
+from ..errors import (
     AuthenticationError,
     ConvaiError,
     PermissionDeniedError,
     QuotaExceededError,
     ValidationError,
 )
-from .models import Character, CharacterUpdate
+from ..models import Character, CharacterUpdate
 
 __all__ = ["main"]
 
@@ -452,7 +452,7 @@ async def cmd_migrate(client: ConvaiClient, args: argparse.Namespace, output: Ou
 
 
 async def cmd_rollback(client: ConvaiClient, args: argparse.Namespace, output: Output) -> int:
-    from .migration import restoring_updates
+    from ..migration import restoring_updates
 
     journal = Path(args.journal)
     if not journal.is_file():
@@ -538,7 +538,7 @@ async def cmd_llm(client: ConvaiClient, args: argparse.Namespace, output: Output
 
 async def cmd_demo(args: argparse.Namespace, output: Output) -> int:
     """A migration gpt-4o -> gpt-4.1 on an embedded FakeConvai under realistic conditions."""
-    from .testing import FakeConvai, Faults
+    from ..testing import FakeConvai, Faults
 
     faults = Faults(
         latency=(0.03, 0.08),

@@ -1,0 +1,1 @@
+"""The request engine: transport, retry policy, limiter and the one call path."""
