@@ -601,4 +601,3 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seconds", type=float, default=600.0, help="stop after this long")
     asyncio.run(_serve_forever(parser.parse_args(argv)))
-
