@@ -21,6 +21,7 @@ from convai_async import (
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
+    RateLimitError,
     RetryPolicy,
     ServerError,
     UnexpectedResponseError,
@@ -80,15 +81,17 @@ async def test_retry_after_http_date_is_honoured() -> None:
     assert 0.95 <= times[1] - times[0] <= 2.6
 
 
-async def test_retry_after_is_capped() -> None:
-    server, times = await timed_scripted([(429, {"Retry-After": "3600"}, RATE_LIMITED), SUCCESS])
+async def test_a_retry_after_beyond_max_retry_after_fails_at_once() -> None:
+    server, _ = await timed_scripted([(429, {"Retry-After": "3600"}, RATE_LIMITED), SUCCESS])
     async with (
         server as (url, seen),
-        ConvaiClient(api_key="k", base_url=url, retry=FAST_RETRY, max_retry_after=0.3) as client,
+        ConvaiClient(api_key="k", base_url=url, retry=FAST_RETRY, max_retry_after=60) as client,
     ):
-        await client.characters.set_model("c", "m")
-    assert len(seen) == 2
-    assert 0.25 <= times[1] - times[0] <= 1.0
+        with pytest.raises(RateLimitError) as caught:
+            await client.characters.set_model("c", "m")
+        assert client.stats.paused_for > 3000  # the floor stays: nothing is sent before it
+    assert caught.value.retry_after == 3600
+    assert len(seen) == 1
 
 
 async def test_retry_after_pauses_the_whole_client() -> None:

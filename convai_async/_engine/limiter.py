@@ -232,7 +232,6 @@ class AdaptiveLimiter:
         self._sends.clear()
 
     def _pause(self, now: float, seconds: float) -> float:
-        seconds = min(seconds, self._max_retry_after)
         self._paused_until = max(self._paused_until, now + seconds)
         return seconds
 
