@@ -10,8 +10,10 @@ import asyncio
 import json
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -40,6 +42,18 @@ async def convai_bulk(url: str, ids: Iterator[str], concurrency: int) -> dict[st
     ) as client:
         report = await client.bulk_set_model(ids, MODEL)
         return {"ok": report.succeeded, "failed": report.failed, "requests": report.requests}
+
+
+async def convai_bulk_journal(url: str, ids: Iterator[str], concurrency: int) -> dict[str, Any]:
+    """The bulk run with a write-ahead journal in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="convai-bench-") as directory:
+        async with ConvaiClient(
+            api_key=DEFAULT_FAKE_API_KEY, base_url=url, max_concurrency=concurrency
+        ) as client:
+            report = await client.bulk_set_model(
+                ids, MODEL, journal=Path(directory) / "journal.jsonl"
+            )
+            return {"ok": report.succeeded, "failed": report.failed, "requests": report.requests}
 
 
 async def convai_calls(url: str, ids: Iterator[str], concurrency: int) -> dict[str, Any]:
@@ -89,8 +103,29 @@ async def bounded(
     return {"ok": ok, "failed": failed, "requests": ok + failed}
 
 
+async def raw_aiohttp_json(url: str, ids: Iterator[str], concurrency: int) -> dict[str, Any]:
+    """What users write by hand: ``session.post(url, json=body)``, then ``await resp.json()``."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    headers = {"CONVAI-API-KEY": DEFAULT_FAKE_API_KEY}
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post(char_id: str) -> bool:
+            try:
+                async with session.post(
+                    url + "/character/update",
+                    json={"charID": char_id, "model_group_name": MODEL},
+                    headers=headers,
+                ) as response:
+                    payload = await response.json()
+                    return response.status == 200 and payload.get("STATUS") == "SUCCESS"
+            except aiohttp.ClientError:
+                return False
+
+        return await bounded(ids, concurrency, post)
+
+
 async def raw_aiohttp(url: str, ids: Iterator[str], concurrency: int) -> dict[str, Any]:
-    """The floor for this stack: a semaphore and session.post in a loop."""
+    """A lower floor for this stack: pre-encoded bytes, ``data=`` and ``read()``."""
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -161,7 +196,9 @@ async def naive_gather(url: str, ids: Iterator[str], concurrency: int) -> dict[s
 
 PEERS: dict[str, Callable[[str, Iterator[str], int], Coroutine[Any, Any, dict[str, Any]]]] = {
     "convai-async bulk": convai_bulk,
+    "convai-async bulk+journal": convai_bulk_journal,
     "convai-async calls": convai_calls,
+    "raw aiohttp json": raw_aiohttp_json,
     "raw aiohttp": raw_aiohttp,
     "httpx": httpx_async,
     "requests (docs)": vendor_requests,
@@ -178,17 +215,21 @@ async def measure(peer: str, url: str, count: int, concurrency: int) -> dict[str
         async with session.post(url + "/character/list", headers=HEADERS) as response:
             fleet = [c["character_id"] for c in (await response.json())["characters"]]
     rss_before = peak_rss_mb()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu, wall = time.process_time(), time.perf_counter()
     outcome = await PEERS[peer](url, char_ids(count, fleet), concurrency)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "peer": peer,
         "count": count,
         "concurrency": concurrency,
         "wall_s": wall,
         "cpu_s": cpu,
-        "cpu_us_per_item": cpu / count * 1e6,
-        "items_per_s": count / wall,
+        "cpu_us_per_item": cpu / max(count, 1) * 1e6,
+        "user_s": after.ru_utime - usage.ru_utime,
+        "system_s": after.ru_stime - usage.ru_stime,
+        "items_per_s": count / max(wall, 1e-9),
         "rss_before_mb": rss_before,
         "rss_peak_mb": peak_rss_mb(),
         **outcome,

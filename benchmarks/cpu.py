@@ -1,0 +1,286 @@
+"""CPU per request against hand-written aiohttp: CPU seconds, callgrind instructions, throughput.
+
+    python -m benchmarks.cpu                 # the full table (about five minutes on 2 cores)
+    python -m benchmarks.cpu --smoke         # tiny counts, no callgrind: checks that it runs
+    python -m benchmarks.cpu --only cpu callgrind latency
+
+Rows, all at 64 in flight on loopback against FakeConvai in its own process:
+
+- **raw aiohttp json**: ``session.post(url, json=body)`` then ``await resp.json()`` (the floor
+  the targets are measured against: the code a user writes by hand);
+- **raw aiohttp**: pre-encoded ``data=`` bytes and ``resp.read()`` (a lower floor, shown too);
+- **convai-async calls**: awaited ``client.characters.set_model`` from 64 tasks;
+- **convai-async bulk**: ``client.bulk_set_model`` without a journal;
+- **convai-async bulk+journal**: the same with ``journal=`` a file in a temporary directory.
+
+Three measurements:
+
+1. *cpu*: the client process's CPU seconds (``time.process_time``: user + system, from
+   ``getrusage``) per request. Every run gets a fresh server and a fresh client process, pinned
+   to separate cores; the rows are interleaved (A B C A B C ...) and the medians reported.
+2. *callgrind*: instructions per request under ``valgrind --tool=callgrind``, which do not vary
+   with the machine's load. Each row runs twice, with ``warmup`` and ``warmup + count``
+   requests; the difference divided by ``count`` removes start-up, imports and connecting.
+3. *latency*: throughput with 50 ms of server latency at 64 in flight (the ceiling is 1,280/s).
+
+Results: a markdown table on stdout and in ``benchmarks/results/cpu.md``, every field in
+``benchmarks/results/cpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench import RESULTS, Row, fake_server, pinned, server_stats
+
+FLOOR = "raw aiohttp json"
+ROWS = [
+    "raw aiohttp json",
+    "raw aiohttp",
+    "convai-async calls",
+    "convai-async bulk",
+    "convai-async bulk+journal",
+]
+TARGETS = {
+    "convai-async calls": 1.00,
+    "convai-async bulk": 1.00,
+    "convai-async bulk+journal": 1.10,
+}
+LATENCY_TARGET = 0.98
+CONCURRENCY = 64
+_TOTALS = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
+
+
+def peer_command(peer: str, url: str, count: int) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.peers", peer, url, str(count), str(CONCURRENCY)]
+
+
+def run_row(peer: str, count: int, **server: Any) -> Row:
+    with fake_server(characters=1000, **server) as url:
+        done = subprocess.run(
+            pinned(peer_command(peer, url, count), 0),
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=True,
+        )
+        stats = server_stats(url)
+    row: Row = json.loads(done.stdout.strip().splitlines()[-1])
+    row["server_requests"] = stats["requests"].get("/character/update", 0)
+    return row
+
+
+def interleaved(peers: list[str], repeat: int, count: int, **server: Any) -> dict[str, Row]:
+    """Medians over ``repeat`` interleaved runs of every peer; each run's figure kept too."""
+    runs: dict[str, list[Row]] = {peer: [] for peer in peers}
+    for _ in range(repeat):
+        for peer in peers:
+            runs[peer].append(run_row(peer, count, **server))
+    rows: dict[str, Row] = {}
+    for peer, found in runs.items():
+        row = dict(found[0])
+        for key in ("wall_s", "cpu_s", "user_s", "system_s", "cpu_us_per_item", "items_per_s"):
+            row[key] = statistics.median(run[key] for run in found)
+        row["runs"] = len(found)
+        row["cpu_us_per_item_runs"] = [round(run["cpu_us_per_item"], 2) for run in found]
+        row["failed"] = sum(run["failed"] for run in found)
+        row["ok"] = sum(run["ok"] for run in found)
+        row["count"] = count * len(found)
+        rows[peer] = row
+    return rows
+
+
+def cpu_section(count: int, repeat: int) -> Row:
+    rows = interleaved(ROWS, repeat, count)
+    floor = rows[FLOOR]["cpu_us_per_item"]
+    for row in rows.values():
+        row["cpu_vs_floor"] = row["cpu_us_per_item"] / floor
+        # the ratio within each interleaved round, so drift between rounds cancels
+        row["cpu_vs_floor_rounds"] = [
+            round(mine / theirs, 3)
+            for mine, theirs in zip(
+                row["cpu_us_per_item_runs"], rows[FLOOR]["cpu_us_per_item_runs"], strict=True
+            )
+        ]
+    return {
+        "title": f"CPU per request: {count} set_model updates x {repeat} interleaved runs, "
+        f"{CONCURRENCY} in flight, no server latency",
+        "rows": rows,
+        "targets": [
+            _target(f"{peer} CPU/request", rows[peer]["cpu_vs_floor"], limit)
+            for peer, limit in TARGETS.items()
+        ],
+    }
+
+
+def callgrind_instructions(peer: str, count: int, workdir: Path) -> int:
+    """Total instructions of one client process running ``count`` requests under callgrind."""
+    out = workdir / f"callgrind.{peer.replace(' ', '_')}.{count}.out"
+    with fake_server(characters=1000) as url:
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            *peer_command(peer, url, count),
+        ]
+        subprocess.run(
+            pinned(command, 0),
+            capture_output=True,
+            timeout=3600,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
+    found = _TOTALS.search(out.read_bytes())
+    if found is None:
+        raise RuntimeError(f"no totals in {out}")
+    return int(found.group(1))
+
+
+def callgrind_section(count: int, warmup: int, keep: Path | None) -> Row:
+    rows: dict[str, Row] = {}
+    with tempfile.TemporaryDirectory(prefix="convai-callgrind-") as directory:
+        workdir = keep or Path(directory)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for peer in ROWS:
+            base = callgrind_instructions(peer, warmup, workdir)
+            full = callgrind_instructions(peer, warmup + count, workdir)
+            rows[peer] = {
+                "count": count,
+                "warmup": warmup,
+                "instructions_base": base,
+                "instructions_full": full,
+                "instructions_per_item": (full - base) / count,
+            }
+    floor = rows[FLOOR]["instructions_per_item"]
+    for row in rows.values():
+        row["instructions_vs_floor"] = row["instructions_per_item"] / floor
+    return {
+        "title": f"Instructions per request (callgrind): ({warmup}+{count}) - ({warmup}) "
+        f"requests, {CONCURRENCY} in flight",
+        "rows": rows,
+        "targets": [
+            _target(f"{peer} instructions/request", rows[peer]["instructions_vs_floor"], limit)
+            for peer, limit in TARGETS.items()
+        ],
+    }
+
+
+def latency_section(count: int, repeat: int) -> Row:
+    peers = [FLOOR, "convai-async calls", "convai-async bulk", "convai-async bulk+journal"]
+    rows = interleaved(peers, repeat, count, latency=0.05)
+    floor = rows[FLOOR]["items_per_s"]
+    for row in rows.values():
+        row["throughput_vs_floor"] = row["items_per_s"] / floor
+    return {
+        "title": f"Latency-bound: {count} updates x {repeat} interleaved runs, 50 ms server "
+        f"latency, {CONCURRENCY} in flight (ceiling 1,280/s)",
+        "rows": rows,
+        "targets": [
+            _target(f"{peer} throughput", rows[peer]["throughput_vs_floor"], LATENCY_TARGET, True)
+            for peer in peers[1:]
+        ],
+    }
+
+
+def _target(what: str, ratio: float, limit: float, at_least: bool = False) -> str:
+    ok = ratio >= limit if at_least else ratio <= limit
+    sign = ">=" if at_least else "<="
+    return f"{what} {ratio:.3f}x {FLOOR} (target {sign} {limit:.2f}x): {'met' if ok else 'MISSED'}"
+
+
+COLUMNS = (
+    ("cpu_us_per_item", "CPU us/request", "{:.1f}"),
+    ("cpu_vs_floor", "CPU vs raw json", "{:.3f}x"),
+    ("cpu_vs_floor_rounds", "per round", "{}"),
+    ("system_s", "system s", "{:.2f}"),
+    ("instructions_per_item", "instructions/request", "{:,.0f}"),
+    ("instructions_vs_floor", "vs raw json", "{:.3f}x"),
+    ("items_per_s", "requests/s", "{:.0f}"),
+    ("throughput_vs_floor", "vs raw json", "{:.3f}x"),
+    ("failed", "failed", "{:.0f}"),
+)
+
+
+def render(section: Row) -> str:
+    rows: dict[str, Row] = section["rows"]
+    columns = [c for c in COLUMNS if any(c[0] in row for row in rows.values())]
+    lines = [f"### {section['title']}", "", "| row | " + " | ".join(c[1] for c in columns) + " |"]
+    lines.append("|---" * (len(columns) + 1) + "|")
+    for name, row in rows.items():
+        cells = [fmt.format(row[key]) if key in row else "" for key, _, fmt in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"- {target}" for target in section["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu")
+    parser.add_argument("--smoke", action="store_true", help="tiny counts, no callgrind")
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--callgrind-count", type=int, default=2_000)
+    parser.add_argument("--callgrind-warmup", type=int, default=500)
+    parser.add_argument("--latency-count", type=int, default=5_000)
+    parser.add_argument("--only", nargs="*", default=None, help="cpu callgrind latency")
+    parser.add_argument("--keep-callgrind", type=Path, default=None, help="keep the .out files")
+    parser.add_argument("--output", type=Path, default=None, help="JSON results file")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.count, args.repeat, args.latency_count = 200, 1, 200
+    suites = {
+        "cpu": lambda: cpu_section(args.count, args.repeat),
+        "callgrind": lambda: callgrind_section(
+            args.callgrind_count, args.callgrind_warmup, args.keep_callgrind
+        ),
+        "latency": lambda: latency_section(args.latency_count, max(1, min(args.repeat, 3))),
+    }
+    chosen = args.only or (["cpu", "latency"] if args.smoke else list(suites))
+    if "callgrind" in chosen and shutil.which("valgrind") is None:
+        print("valgrind not found: skipping callgrind", file=sys.stderr)
+        chosen = [name for name in chosen if name != "callgrind"]
+    started = time.time()
+    sections: dict[str, Row] = {}
+    text = []
+    for name in chosen:
+        sections[name] = suites[name]()
+        text.append(render(sections[name]))
+        print(text[-1], flush=True)
+    document = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "pinned": bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2,
+        },
+        "smoke": args.smoke,
+        "seconds": round(time.time() - started, 1),
+        "sections": sections,
+    }
+    output = args.output or RESULTS / ("cpu-smoke.json" if args.smoke else "cpu.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    output.with_suffix(".md").write_text(
+        f"Run on {document['date']}, Python {document['machine']['python']}, "
+        f"{document['machine']['cpus']} CPUs, pinned: {document['machine']['pinned']}.\n\n"
+        + "\n".join(text)
+    )
+    print(f"results: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
