@@ -3,12 +3,23 @@
 Hooks are generated when the converter is made, not per call. Unstructuring omits fields left at
 their default (None), so optional fields that were not given are not sent. Structuring ignores
 unknown keys; response classes keep the whole object on ``.raw``.
+
+Request bodies have a second, compiled form: :func:`encode_request` turns a request object into
+the exact bytes ``json.dumps(converter.unstructure(request), separators=(",", ":"))`` would give,
+through one function per request class generated once from the same table of wire names
+(``REQUEST_RENAMES``), without the converter's dispatch or the JSON encoder's generic machinery.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+import operator
+import types
+import typing
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
 import attrs
@@ -31,9 +42,29 @@ from ..models import (
     UpdatedModel,
 )
 
-__all__ = ["converter", "make_converter", "structure_answer"]
+__all__ = [
+    "REQUEST_RENAMES",
+    "body_encoder",
+    "converter",
+    "encode_request",
+    "make_converter",
+    "structure_answer",
+]
 
 T = TypeVar("T")
+
+# Every request class and its wire names (attribute -> JSON key; unlisted attributes keep their
+# name). Both the cattrs unstructure hooks and the compiled body encoders are made from this.
+REQUEST_RENAMES: dict[type, dict[str, str]] = {
+    CharacterUpdate: {"char_id": "charID", "model": "model_group_name"},
+    CharacterQuery: {"char_id": "charID"},
+    CharacterNameQuery: {"name": "charName"},
+    ModelRegistration: {},
+    ModelUpdate: {},
+    ModelReference: {},
+}
+# Request classes whose fields left at their default (None) are not sent.
+_OMIT_DEFAULTS = frozenset({CharacterUpdate, ModelRegistration, ModelUpdate, ModelReference})
 
 
 @frozen
@@ -76,28 +107,14 @@ def make_converter() -> Converter:
     conv = Converter()
     conv.register_structure_hook(datetime, _lenient_datetime)
 
-    omit_defaults: dict[str, Any] = {"_cattrs_omit_if_default": True}
-    conv.register_unstructure_hook(
-        CharacterUpdate,
-        make_dict_unstructure_fn(
-            CharacterUpdate,
-            conv,
-            **omit_defaults,
-            char_id=override(rename="charID"),
-            model=override(rename="model_group_name"),
-        ),
-    )
-    conv.register_unstructure_hook(
-        CharacterQuery,
-        make_dict_unstructure_fn(CharacterQuery, conv, char_id=override(rename="charID")),
-    )
-    conv.register_unstructure_hook(
-        CharacterNameQuery,
-        make_dict_unstructure_fn(CharacterNameQuery, conv, name=override(rename="charName")),
-    )
-    for request in (ModelRegistration, ModelUpdate, ModelReference):
+    for request, wire_names in REQUEST_RENAMES.items():
+        overrides: dict[str, Any] = {
+            name: override(rename=wire) for name, wire in wire_names.items()
+        }
+        if request in _OMIT_DEFAULTS:
+            overrides["_cattrs_omit_if_default"] = True
         conv.register_unstructure_hook(
-            request, make_dict_unstructure_fn(request, conv, **omit_defaults)
+            request, make_dict_unstructure_fn(request, conv, **overrides)
         )
 
     conv.register_structure_hook(
@@ -168,3 +185,107 @@ def structure_answer(payload: Any, cls: type[T], endpoint: object) -> T:
         status=200,
         endpoint=str(endpoint),
     )
+
+
+# -- compiled request bodies ----------------------------------------------------------------------
+
+_GENERIC_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def _json_float(value: float) -> str:
+    """A float as the json module writes it (repr; NaN and the infinities by name)."""
+    if math.isfinite(value):
+        return float.__repr__(value)
+    if value != value:
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _json_scalar(value: Any) -> str:
+    """One field's JSON text: the common types directly, anything else as the json module does."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if kind is float:
+        return _json_float(value)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if kind is int:
+        return int.__repr__(value)
+    return _GENERIC_JSON.encode(converter.unstructure(value))
+
+
+_SCALARS = (str, float, bool, int, type(None))
+
+
+def _is_scalar_type(hint: Any) -> bool:
+    """Whether values of this annotation unstructure to themselves (str, float, Optional...)."""
+    if hint in _SCALARS:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return all(arg in _SCALARS for arg in typing.get_args(hint))
+    return False
+
+
+def _compile_encoder(cls: type) -> Callable[[Any], bytes] | None:
+    """``encode(request) -> bytes`` for ``cls``, planned once: each field's ``"key":`` prefix
+    and whether it is left out at its default. None when a field is not a plain scalar (such a
+    class keeps the converter's generic path)."""
+    renames = REQUEST_RENAMES[cls]
+    hints = typing.get_type_hints(cls)
+    fields = attrs.fields(cls)
+    if not fields or not all(_is_scalar_type(hints[f.name]) for f in fields):
+        return None
+    omit = cls in _OMIT_DEFAULTS
+    names = [f.name for f in fields]
+    values: Callable[[Any], tuple[Any, ...]] = (
+        operator.attrgetter(*names)
+        if len(names) > 1
+        else lambda request: (getattr(request, names[0]),)
+    )
+    plan = tuple(
+        (
+            encode_basestring_ascii(renames.get(f.name, f.name)) + ":",
+            omit and f.default is not attrs.NOTHING,
+            f.default,
+        )
+        for f in fields
+    )
+    scalar = _json_scalar
+
+    def encode(request: Any) -> bytes:
+        parts = [
+            prefix + scalar(value)
+            for (prefix, optional, default), value in zip(plan, values(request), strict=True)
+            if not optional or value != default  # as cattrs' omit_if_default compares
+        ]
+        return ("{" + ",".join(parts) + "}").encode()
+
+    return encode
+
+
+def _generic_body(request: Any) -> bytes:
+    return _GENERIC_JSON.encode(converter.unstructure(request)).encode()
+
+
+_BODY_ENCODERS: dict[type, Callable[[Any], bytes]] = {}
+
+
+def body_encoder(cls: type) -> Callable[[Any], bytes]:
+    """The body encoder for a request class, compiled on first use and kept."""
+    encoder = _BODY_ENCODERS.get(cls)
+    if encoder is None:
+        compiled = _compile_encoder(cls) if cls in REQUEST_RENAMES else None
+        encoder = _BODY_ENCODERS[cls] = compiled or _generic_body
+    return encoder
+
+
+def encode_request(request: object) -> bytes:
+    """The JSON body of a request object: the same bytes as the converter and ``json.dumps``
+    (compact separators, ASCII), from the class's compiled encoder."""
+    encoder = _BODY_ENCODERS.get(type(request))
+    if encoder is None:
+        encoder = body_encoder(type(request))
+    return encoder(request)
