@@ -9,13 +9,19 @@ from typing import Any
 
 import pytest
 
-from convai_async import ConvaiClient, RetryPolicy
+from convai_async import ConvaiClient, RetryPolicy, set_testing
 from convai_async.testing import FakeConvai
 
 SAMPLES = Path(__file__).parent / "samples"
 FAST_RETRY = RetryPolicy(initial_wait=0.001, multiplier=2.0, max_wait=0.01)
 CANARY_KEY = "canary-convai-key-7f3a9c"
 CANARY_LLM_KEY = "sk-canary-llm-key-41d2e8"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def zero_retry_waits() -> None:
+    """Retry waits are zero in tests (the switch users get too); Retry-After is still honoured."""
+    set_testing(True)
 
 
 def sample_bytes(name: str) -> bytes:
