@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -229,41 +228,41 @@ def _is_scalar_type(hint: Any) -> bool:
     return False
 
 
-def _compile_encoder(cls: type) -> Callable[[Any], bytes] | None:
-    """``encode(request) -> bytes`` for ``cls``, planned once: each field's ``"key":`` prefix
-    and whether it is left out at its default. None when a field is not a plain scalar (such a
-    class keeps the converter's generic path)."""
+def _encoder_source(cls: type) -> str | None:
+    """Straight-line source of ``encode(request) -> bytes`` for ``cls``: each field's
+    ``"key":`` prefix written in, fields left at their default (None) skipped as cattrs'
+    ``omit_if_default`` skips them. None when a field is not a plain scalar."""
     renames = REQUEST_RENAMES[cls]
     hints = typing.get_type_hints(cls)
     fields = attrs.fields(cls)
     if not fields or not all(_is_scalar_type(hints[f.name]) for f in fields):
         return None
     omit = cls in _OMIT_DEFAULTS
-    names = [f.name for f in fields]
-    values: Callable[[Any], tuple[Any, ...]] = (
-        operator.attrgetter(*names)
-        if len(names) > 1
-        else lambda request: (getattr(request, names[0]),)
-    )
-    plan = tuple(
-        (
-            encode_basestring_ascii(renames.get(f.name, f.name)) + ":",
-            omit and f.default is not attrs.NOTHING,
-            f.default,
-        )
-        for f in fields
-    )
-    scalar = _json_scalar
+    lines = ["def encode(request):", "    parts = []"]
+    for field in fields:
+        prefix = encode_basestring_ascii(renames.get(field.name, field.name)) + ":"
+        append = f"parts.append({prefix!r} + _scalar(value))"
+        lines.append(f"    value = request.{field.name}")
+        if omit and field.default is None:
+            lines.append(f"    if value is not None: {append}")
+        elif omit and field.default is not attrs.NOTHING:
+            return None  # a non-None default: not among our requests; the generic path
+        else:
+            lines.append(f"    {append}")
+    lines.append('    return ("{" + ",".join(parts) + "}").encode()')
+    return "\n".join(lines)
 
-    def encode(request: Any) -> bytes:
-        parts = [
-            prefix + scalar(value)
-            for (prefix, optional, default), value in zip(plan, values(request), strict=True)
-            if not optional or value != default  # as cattrs' omit_if_default compares
-        ]
-        return ("{" + ",".join(parts) + "}").encode()
 
-    return encode
+def _compile_encoder(cls: type) -> Callable[[Any], bytes] | None:
+    """The compiled encoder for ``cls`` (generated source, as cattrs generates its hooks)."""
+    source = _encoder_source(cls)
+    if source is None:
+        return None
+    namespace: dict[str, Any] = {"_scalar": _json_scalar}
+    code = compile(source, f"<convai_async body encoder for {cls.__qualname__}>", "exec")
+    exec(code, namespace)  # noqa: S102 - source built above from attribute names and constants
+    encoder: Callable[[Any], bytes] = namespace["encode"]
+    return encoder
 
 
 def _generic_body(request: Any) -> bytes:
