@@ -98,6 +98,7 @@ def interleaved(peers: list[str], repeat: int, count: int, **server: Any) -> dic
         row["cpu_us_per_item_runs"] = [round(run["cpu_us_per_item"], 2) for run in found]
         row["failed"] = sum(run["failed"] for run in found)
         row["ok"] = sum(run["ok"] for run in found)
+        row["server_requests"] = sum(run["server_requests"] for run in found)
         row["count"] = count * len(found)
         rows[peer] = row
     return rows
