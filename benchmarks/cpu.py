@@ -64,14 +64,26 @@ CONCURRENCY = 64
 _TOTALS = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
-def peer_command(peer: str, url: str, count: int) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.peers", peer, url, str(count), str(CONCURRENCY)]
+BEFORE_PREFIX = "before: "
+_before_tree: list[Path] = []  # set by --before: rows labelled "before: ..." run that checkout
+
+
+def peer_command(label: str, url: str, count: int) -> tuple[list[str], Path | None]:
+    """The command running one row, and the directory to run it in: a row labelled
+    ``before: PEER`` runs PEER from the ``--before`` checkout (its own convai_async)."""
+    peer, cwd = label, None
+    if label.startswith(BEFORE_PREFIX):
+        peer, cwd = label[len(BEFORE_PREFIX) :], _before_tree[0]
+    command = [sys.executable, "-m", "benchmarks.peers", peer, url, str(count), str(CONCURRENCY)]
+    return command, cwd
 
 
 def run_row(peer: str, count: int, **server: Any) -> Row:
     with fake_server(characters=1000, **server) as url:
+        command, cwd = peer_command(peer, url, count)
         done = subprocess.run(
-            pinned(peer_command(peer, url, count), 0),
+            pinned(command, 0),
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=1800,
@@ -104,8 +116,15 @@ def interleaved(peers: list[str], repeat: int, count: int, **server: Any) -> dic
     return rows
 
 
+def with_before(rows: list[str]) -> list[str]:
+    """``rows``, and with --before each convai-async row measured from that checkout too."""
+    if not _before_tree:
+        return rows
+    return rows + [BEFORE_PREFIX + row for row in rows if row.startswith("convai-async")]
+
+
 def cpu_section(count: int, repeat: int) -> Row:
-    rows = interleaved(ROWS, repeat, count)
+    rows = interleaved(with_before(ROWS), repeat, count)
     floor = rows[FLOOR]["cpu_us_per_item"]
     for row in rows.values():
         row["cpu_vs_floor"] = row["cpu_us_per_item"] / floor
@@ -129,16 +148,13 @@ def cpu_section(count: int, repeat: int) -> Row:
 
 def callgrind_instructions(peer: str, count: int, workdir: Path) -> int:
     """Total instructions of one client process running ``count`` requests under callgrind."""
-    out = workdir / f"callgrind.{peer.replace(' ', '_')}.{count}.out"
+    out = workdir / f"callgrind.{re.sub(r'[^a-z+]+', '_', peer)}.{count}.out"
     with fake_server(characters=1000) as url:
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            *peer_command(peer, url, count),
-        ]
+        command, cwd = peer_command(peer, url, count)
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
         subprocess.run(
             pinned(command, 0),
+            cwd=cwd,
             capture_output=True,
             timeout=3600,
             check=True,
@@ -150,12 +166,12 @@ def callgrind_instructions(peer: str, count: int, workdir: Path) -> int:
     return int(found.group(1))
 
 
-def callgrind_section(count: int, warmup: int, keep: Path | None) -> Row:
+def callgrind_section(count: int, warmup: int, keep: Path | None, peers: list[str]) -> Row:
     rows: dict[str, Row] = {}
     with tempfile.TemporaryDirectory(prefix="convai-callgrind-") as directory:
         workdir = keep or Path(directory)
         workdir.mkdir(parents=True, exist_ok=True)
-        for peer in ROWS:
+        for peer in peers:
             base = callgrind_instructions(peer, warmup, workdir)
             full = callgrind_instructions(peer, warmup + count, workdir)
             rows[peer] = {
@@ -165,6 +181,8 @@ def callgrind_section(count: int, warmup: int, keep: Path | None) -> Row:
                 "instructions_full": full,
                 "instructions_per_item": (full - base) / count,
             }
+    if FLOOR not in rows:
+        return {"title": "Instructions per request (callgrind)", "rows": rows, "targets": []}
     floor = rows[FLOOR]["instructions_per_item"]
     for row in rows.values():
         row["instructions_vs_floor"] = row["instructions_per_item"] / floor
@@ -175,12 +193,15 @@ def callgrind_section(count: int, warmup: int, keep: Path | None) -> Row:
         "targets": [
             _target(f"{peer} instructions/request", rows[peer]["instructions_vs_floor"], limit)
             for peer, limit in TARGETS.items()
+            if peer in rows
         ],
     }
 
 
 def latency_section(count: int, repeat: int) -> Row:
-    peers = [FLOOR, "convai-async calls", "convai-async bulk", "convai-async bulk+journal"]
+    peers = with_before(
+        [FLOOR, "convai-async calls", "convai-async bulk", "convai-async bulk+journal"]
+    )
     rows = interleaved(peers, repeat, count, latency=0.05)
     floor = rows[FLOOR]["items_per_s"]
     for row in rows.values():
@@ -236,15 +257,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callgrind-warmup", type=int, default=500)
     parser.add_argument("--latency-count", type=int, default=5_000)
     parser.add_argument("--only", nargs="*", default=None, help="cpu callgrind latency")
+    parser.add_argument("--rows", nargs="*", default=None, help="callgrind: these rows only")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a checkout of an earlier version: its convai-async rows are measured beside these",
+    )
     parser.add_argument("--keep-callgrind", type=Path, default=None, help="keep the .out files")
     parser.add_argument("--output", type=Path, default=None, help="JSON results file")
     args = parser.parse_args(argv)
+    if args.before is not None:
+        _before_tree.append(args.before.resolve())
     if args.smoke:
         args.count, args.repeat, args.latency_count = 200, 1, 200
     suites = {
         "cpu": lambda: cpu_section(args.count, args.repeat),
         "callgrind": lambda: callgrind_section(
-            args.callgrind_count, args.callgrind_warmup, args.keep_callgrind
+            args.callgrind_count,
+            args.callgrind_warmup,
+            args.keep_callgrind,
+            args.rows or with_before(ROWS),
         ),
         "latency": lambda: latency_section(args.latency_count, max(1, min(args.repeat, 3))),
     }

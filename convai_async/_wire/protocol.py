@@ -32,7 +32,8 @@ from ..errors import (
     TransportError,
     UnexpectedResponseError,
 )
-from .converter import converter
+from .converter import encode_request
+from .known_bodies import known_payload
 
 __all__ = [
     "CHARACTER_GET",
@@ -112,16 +113,12 @@ ENDPOINTS = (
 )
 
 
-_ENCODER = json.JSONEncoder(
-    separators=(",", ":")
-)  # one instance: json.dumps(**options) makes one per call
-
-
 def encode_body(request: object | None) -> bytes:
-    """The JSON body for a request object (None: the list endpoints, which take no body)."""
+    """The JSON body for a request object (None: the list endpoints, which take no body),
+    through the converter's compiled encoder for its class."""
     if request is None:
         return b""
-    return _ENCODER.encode(converter.unstructure(request)).encode()
+    return encode_request(request)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -212,6 +209,10 @@ def parse_response(
     now: float | None = None,
 ) -> Any:
     """The decoded success payload, or the error the answer means (raised)."""
+    if 200 <= status < 300:
+        known = known_payload(body)  # the common success, without a JSON parse
+        if known is not None and endpoint.is_success(known):
+            return known
     payload = _decode(body)
     if 200 <= status < 300 and payload is not None and endpoint.is_success(payload):
         return payload
