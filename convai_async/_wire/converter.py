@@ -233,7 +233,10 @@ def _encoder_source(cls: type) -> str | None:
     ``"key":`` prefix written in, fields left at their default (None) skipped as cattrs'
     ``omit_if_default`` skips them. None when a field is not a plain scalar."""
     renames = REQUEST_RENAMES[cls]
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: the generic path
+        return None
     fields = attrs.fields(cls)
     if not fields or not all(_is_scalar_type(hints[f.name]) for f in fields):
         return None
