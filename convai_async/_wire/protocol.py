@@ -32,8 +32,7 @@ from ..errors import (
     TransportError,
     UnexpectedResponseError,
 )
-from .converter import encode_request
-from .known_bodies import known_payload
+from .converter import converter
 
 __all__ = [
     "CHARACTER_GET",
@@ -113,12 +112,16 @@ ENDPOINTS = (
 )
 
 
+_ENCODER = json.JSONEncoder(
+    separators=(",", ":")
+)  # one instance: json.dumps(**options) makes one per call
+
+
 def encode_body(request: object | None) -> bytes:
-    """The JSON body for a request object (None: the list endpoints, which take no body),
-    through the converter's compiled encoder for its class."""
+    """The JSON body for a request object (None: the list endpoints, which take no body)."""
     if request is None:
         return b""
-    return encode_request(request)
+    return _ENCODER.encode(converter.unstructure(request)).encode()
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -209,10 +212,6 @@ def parse_response(
     now: float | None = None,
 ) -> Any:
     """The decoded success payload, or the error the answer means (raised)."""
-    if 200 <= status < 300:
-        known = known_payload(body)  # the common success, without a JSON parse
-        if known is not None and endpoint.is_success(known):
-            return known
     payload = _decode(body)
     if 200 <= status < 300 and payload is not None and endpoint.is_success(payload):
         return payload
