@@ -96,7 +96,10 @@ class Redactor:
 
     def __init__(self) -> None:
         self._secrets: tuple[Secret, ...] = ()
-        self._fragments: frozenset[str] = frozenset()
+        # Hashes of every run of FRAGMENT_CHARS characters of a secret: the runs themselves
+        # would be pieces of the key lying in an attribute. (A collision redacts a few
+        # characters too many; it cannot let one through.)
+        self._fragments: frozenset[int] = frozenset()
         self._longest = 0
 
     def add(self, secret: Secret) -> None:
@@ -104,7 +107,7 @@ class Redactor:
         if not value or secret in self._secrets:
             return
         self._secrets = (*self._secrets, secret)
-        runs = {value[i : i + FRAGMENT_CHARS] for i in range(len(value) - FRAGMENT_CHARS + 1)}
+        runs = {hash(value[i : i + FRAGMENT_CHARS]) for i in range(len(value) - FRAGMENT_CHARS + 1)}
         self._fragments = self._fragments | runs
         self._longest = max(self._longest, len(value))
 
@@ -126,7 +129,7 @@ class Redactor:
         covered_to = -1  # the end of the last run found
         spans: list[tuple[int, int]] = []
         for start in range(len(text) - FRAGMENT_CHARS + 1):
-            if text[start : start + FRAGMENT_CHARS] in fragments:
+            if hash(text[start : start + FRAGMENT_CHARS]) in fragments:
                 end = start + FRAGMENT_CHARS
                 if spans and start <= covered_to:
                     spans[-1] = (spans[-1][0], end)
