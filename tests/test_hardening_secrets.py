@@ -106,7 +106,9 @@ def test_secret_objects_show_nothing_and_refuse_to_pickle() -> None:
         with pytest.raises(TypeError):
             pickle.dumps(thing)
     assert body.reveal() == f'{{"a":1,"api_key":"{LLM_KEY}"}}'.encode()
-    assert secret.reveal() == KEY and secret == Secret(KEY) and secret != Secret(LLM_KEY)
+    assert secret.reveal() == KEY
+    assert secret == Secret(KEY)
+    assert secret != Secret(LLM_KEY)
 
 
 # -- every failure on the call path ----------------------------------------------------------------
@@ -202,7 +204,8 @@ async def test_no_failure_on_the_call_path_shows_a_key(caplog: pytest.LogCapture
     assert any("[redacted]" in str(error) for error in failures)
     assert any(getattr(error, "transaction_id", None) == "tx-[redacted]" for error in failures)
     logged = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
-    assert "attempt=" in logged and "transaction_id=tx-[redacted]" in logged
+    assert "attempt=" in logged
+    assert "transaction_id=tx-[redacted]" in logged
     assert_clean(logged, "DEBUG log")
 
 
@@ -291,7 +294,8 @@ async def test_nothing_reachable_from_a_client_holds_a_bare_key() -> None:
         async with ConvaiClient(api_key=KEY, base_url=url) as client:
             await client.llm_models.update("g", api_key=LLM_KEY)
             strings = [t for t in reachable(client) if isinstance(t, (str, bytes))]
-            assert "identity" in strings and "application/json" in strings  # it looked
+            assert "identity" in strings
+            assert "application/json" in strings
             for text in strings:
                 assert_clean(text, "reachable")
             assert_clean(repr(vars(client)), "vars(client)")
