@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import attrs
 import pytest
 
+from convai_async import ConvaiClient
 from convai_async.journal import read_journal
 from convai_async.testing import FakeConvai, Faults
 
@@ -327,7 +328,7 @@ async def test_errors_are_json_documents_with_json(fake: FakeConvai) -> None:
     assert missing.code == 1
     document = missing.document()
     assert document["schema"] == "convai-async/error/v1"
-    assert (document["error"]["type"], document["error"]["exit_code"]) == ("BadRequestError", 1)
+    assert (document["error"]["type"], document["error"]["exit_code"]) == ("NotFoundError", 1)
 
 
 async def test_settings_from_the_environment_and_flags(fake: FakeConvai) -> None:
@@ -521,3 +522,19 @@ async def test_importing_the_library_does_not_import_the_cli() -> None:
     code = "import sys, convai_async; assert 'rich' not in sys.modules and 'convai_async.cli' not in sys.modules"
     process = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
     assert await asyncio.wait_for(process.wait(), HANG_GUARD) == 0
+
+
+async def test_deregister_refuses_a_model_in_use_unless_forced(fake: FakeConvai) -> None:
+    async with ConvaiClient(api_key=fake.api_key, base_url=fake.url) as client:
+        await client.llm_models.register(
+            model_group_name="in-use", model_name="gpt-4o-mini", api_key="sk-x", is_uncensored=False
+        )
+        await client.characters.set_model(fake.char_ids[0], "in-use")
+    refused = await cli("llm", "deregister", "--group", "in-use", "--yes", fake=fake)
+    assert refused.code == 1
+    assert "1 character(s) still use 'in-use'" in refused.stderr
+    assert "--force" in refused.stderr
+    assert fake.requests_to("/llm-models/deregister") == []
+    forced = await cli("llm", "deregister", "--group", "in-use", "--yes", "--force", fake=fake)
+    assert forced.code == 0, forced.stderr
+    assert fake.custom_models == {}

@@ -45,9 +45,10 @@ CLIENT_OPTIONS = {
     "max_retries": "max_retries",
     "concurrency": "max_concurrency",
     "rps": "requests_per_second",
+    "rate_limit_patience": "rate_limit_patience",
 }
 # options whose library support comes with later releases: passed only when the user set them
-NEWER_CLIENT_OPTIONS = {"redis_url": "redis_url", "rate_limit_patience": "rate_limit_patience"}
+NEWER_CLIENT_OPTIONS = {"redis_url": "redis_url"}
 
 
 def make_client(args: argparse.Namespace) -> ConvaiClient:

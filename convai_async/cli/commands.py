@@ -256,10 +256,8 @@ async def cmd_llm(client: ConvaiClient, args: argparse.Namespace, output: Output
         )
     else:
         confirm(output, f"Deregister {args.group}?", args.yes)
-        if args.force:  # the guard against removing a model in use is the library's
-            deregistered = await models.deregister(args.group, force=True)  # type: ignore[call-arg]
-        else:
-            deregistered = await models.deregister(args.group)
+        # the library refuses a model characters still use (ModelInUseError) unless forced
+        deregistered = await models.deregister(args.group, force=args.force)
         output.result(
             f"deregistered {args.group}",
             docs.document(

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import attrs
 
-from ..errors import ConvaiError, ValidationError
+from ..errors import ConvaiError, ModelInUseError, ValidationError
 from .documents import error_document
 from .exits import UsageError
 
@@ -49,7 +49,12 @@ FLAG_FOR_FIELD: Mapping[str, str] = {
     "timeout": "--timeout",
     "to_model": "--to-model",
 }
-_PARAMETER = re.compile(r"\b([a-z]+(?:_[a-z]+)+)(=True)?\b")
+# snake_case parameter names, and any name=True
+_PARAMETER = re.compile(r"\b([a-z]+(?:_[a-z]+)+|[a-z]+(?==True\b))(=True)?\b")
+# what to do next, for errors whose library message cannot name a flag
+HINTS: Mapping[type[BaseException], str] = {
+    ModelInUseError: "--force deregisters it anyway; those characters stop working",
+}
 
 
 class Mode(enum.Enum):
@@ -117,6 +122,7 @@ class Output:
         """Print an error: one line on stderr, and with --json a document on stdout."""
         message = error_message(error, self.flags)
         line = f"convai-async: error: {message}"
+        hint = hint or next((h for kind, h in HINTS.items() if isinstance(error, kind)), None)
         self._write(self.stderr, line + (f" ({hint})" if hint else "") + "\n")
         if self.machine and document:
             kind = "UsageError" if isinstance(error, UsageError) else type(error).__name__

@@ -1,6 +1,6 @@
 """The command line's grammar: every command, flag, help text, example and environment variable.
 
-Defaults are the library's named constants (``convai_async.client``), never repeated here. A
+Defaults are the library's named constants (``convai_async.defaults``), never repeated here. A
 parse error raises :class:`CommandLineError`, which ``main`` prints as one line with a hint.
 """
 
@@ -13,19 +13,20 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .. import CharacterUpdate, ValidationError, __version__
-from ..client import (
+from ..defaults import (
     API_KEY_ENV,
+    BASE_URL_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_RATE_LIMIT_PATIENCE,
     DEFAULT_TIMEOUT,
+    REDIS_URL_ENV,
 )
 from .exits import EXIT_CODES_HELP, CommandLineError
 
-__all__ = ["BASE_URL_ENV", "ENVIRONMENT", "REDIS_URL_ENV", "build_parser"]
+__all__ = ["ENVIRONMENT", "build_parser"]
 
-BASE_URL_ENV = "CONVAI_BASE_URL"
-REDIS_URL_ENV = "CONVAI_REDIS_URL"
 # Every environment variable the command line reads (the README's table comes from here).
 ENVIRONMENT = {
     API_KEY_ENV: "the Convai API key (--api-key overrides it; prefer the variable)",
@@ -134,7 +135,8 @@ def global_options(*, suppress_defaults: bool) -> CliParser:
         "--rate-limit-patience",
         type=number_arg(float),
         metavar="SECONDS",
-        help="longest total wait on 429s before an item fails (default: the library's)",
+        help="seconds of nothing but 429s before calls give up "
+        f"(default: {DEFAULT_RATE_LIMIT_PATIENCE:g})",
     )
     option("--json", value=False, action="store_true", help="print one JSON document on stdout")
     option("-q", "--quiet", value=False, action="store_true", help="no progress or notes")
