@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from convai_async import ValidationError
+from convai_async import ClientStats, ValidationError
 from convai_async.cli import main
 from convai_async.cli.exits import CommandLineError, UsageError
 from convai_async.cli.inputs import csv_updates, open_text
 from convai_async.cli.output import error_message
 from convai_async.cli.parser import build_parser
+from convai_async.cli.progress import waiting_status
 
 
 def read(text: str) -> list[tuple[str, str | None, float | None]]:
@@ -126,3 +128,22 @@ def test_bad_input_is_one_line_and_exit_2_before_any_request(
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert err.startswith("convai-async")
+
+
+def stats(**changes: Any) -> ClientStats:
+    idle: dict[str, Any] = dict(
+        requests=0, succeeded=0, failed=0, retries=0, rate_limited=0, in_flight=0,
+        effective_concurrency=16, effective_rate=None, paused_for=0.0, retry_budget_left=500,
+    )  # fmt: skip
+    return ClientStats(**{**idle, **changes})
+
+
+def test_waits_are_put_into_words() -> None:
+    assert waiting_status(stats(), silent_for=60.0) is None
+    assert waiting_status(stats(in_flight=4), silent_for=1.0) is None
+    assert waiting_status(stats(paused_for=2.04), silent_for=0.0) == (
+        "waiting 2.0 s: the server asked (Retry-After)"
+    )
+    assert waiting_status(stats(in_flight=4), silent_for=12.0) == (
+        "no answer for 12 s (4 requests in flight)"
+    )

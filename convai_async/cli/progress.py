@@ -15,10 +15,10 @@ import math
 import time
 from typing import Any, ClassVar
 
-from .. import ConvaiClient, Progress
+from .. import ClientStats, ConvaiClient, Progress
 from .output import Output
 
-__all__ = ["Feedback"]
+__all__ = ["Feedback", "waiting_status"]
 
 TICK_SECONDS = 0.5
 PLAIN_PROGRESS_SECONDS = 2.0
@@ -26,6 +26,16 @@ RETRY_NOTE_SECONDS = 2.0
 SLOW_ANSWER_SECONDS = 5.0
 LONG_PAUSE_SECONDS = 1.0
 LIBRARY_LOGGER = "convai_async"
+
+
+def waiting_status(stats: ClientStats, silent_for: float) -> str | None:
+    """Why nothing moves, from a stats snapshot and how long no answer has come: a pause the
+    server asked for, or requests still waiting on an answer. None when nothing is stuck."""
+    if stats.paused_for >= LONG_PAUSE_SECONDS:
+        return f"waiting {stats.paused_for:.1f} s: the server asked (Retry-After)"
+    if stats.in_flight and silent_for >= SLOW_ANSWER_SECONDS:
+        return f"no answer for {silent_for:.0f} s ({stats.in_flight} requests in flight)"
+    return None
 
 
 class _RetryWarnings(logging.Handler):
@@ -55,8 +65,7 @@ class Feedback:
         self._last_retry_note = -math.inf
         self._last_change = time.monotonic()
         self._last_counts: tuple[int, ...] = ()
-        self._slow_noted = False
-        self._pause_noted = False
+        self._waiting: str | None = None  # the kind of wait last shown
         self._finished = False
         self._status = ""
         self._warnings = _RetryWarnings(self)
@@ -151,28 +160,16 @@ class Feedback:
         now = time.monotonic()
         counts = (stats.succeeded, stats.failed, stats.retries, stats.rate_limited)
         if counts != self._last_counts:
-            self._last_counts, self._last_change, self._slow_noted = counts, now, False
-        status = ""
-        if stats.paused_for >= LONG_PAUSE_SECONDS:
-            status = f"waiting {stats.paused_for:.1f} s: the server asked (Retry-After)"
-            if not self._pause_noted and self._progress is None:
-                self._show(f"{self._label}: {status}")
-            self._pause_noted = True
-        else:
-            self._pause_noted = False
-        silent_for = now - self._last_change
-        if stats.in_flight and silent_for >= SLOW_ANSWER_SECONDS:
-            status = status or (
-                f"no answer for {silent_for:.0f} s ({stats.in_flight} requests in flight)"
-            )
-            if not self._slow_noted:
-                self._slow_noted = True
-                self._show(f"{self._label}: {status}")
-        if stats.rate_limited > self._rate_limited_before and not status:
-            status = f"429s={stats.rate_limited - self._rate_limited_before}"
-        self._status = status
+            self._last_counts, self._last_change = counts, now
+        status = waiting_status(stats, now - self._last_change)
+        kind = status.split(" ", 1)[0] if status else None
+        if kind != self._waiting and status and self._progress is None:
+            self._show(f"{self._label}: {status}")  # no progress line to carry it
+        self._waiting = kind
+        rate_limited = stats.rate_limited - self._rate_limited_before
+        self._status = status or (f"429s={rate_limited}" if rate_limited else "")
         if self._bar is not None:
-            self._bar.update(self._task, status=status)
+            self._bar.update(self._task, status=self._status)
         elif (
             self._progress is not None
             and not self._finished
