@@ -99,17 +99,20 @@ def _resume_hint(stop: Interrupted) -> str | None:
     return "no journal was kept; pass --journal PATH to make runs resumable"
 
 
+def _mode(json: bool, json_lines: bool) -> Mode:
+    return Mode.JSON_LINES if json_lines else Mode.JSON if json else Mode.TEXT
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see ``exits``)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    output = Output(mode=Mode.JSON if "--json" in arguments else Mode.TEXT)
     try:
         args = build_parser().parse_args(arguments)
-    except CommandLineError as error:
+    except CommandLineError as error:  # the flags were not parsed: look for them by hand
+        output = Output(mode=_mode("--json" in arguments, "--json-lines" in arguments))
         output.error(error, exit_code_for(error), hint=f"try: {error.prog} --help")
         return exit_code_for(error)
-    json_lines = getattr(args, "json_lines", False)
-    output = Output(mode=Mode.JSON_LINES if json_lines else Mode.JSON if args.json else Mode.TEXT)
-    output.quiet = args.quiet
+    output = Output(mode=_mode(args.json, getattr(args, "json_lines", False)), quiet=args.quiet)
     if args.verbose:
         _verbose()
     code = _run(args, output)

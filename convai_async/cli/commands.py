@@ -113,24 +113,23 @@ async def cmd_update(client: ConvaiClient, args: argparse.Namespace, output: Out
     return await bulk(client, args, output, sheet(), total)
 
 
-def characters_result(output: Output, found: list[Character], name: str, key: str) -> None:
-    rows = [docs.character_fields(character) for character in found]
-    if key == "character":
-        document = docs.document(name, character=rows[0])
-    else:
-        document = docs.document(name, characters=rows)
-    output.result(table(CHARACTER_HEADERS, docs.rows(rows, CHARACTER_COLUMNS)), document)
+def characters_table(rows: list[dict[str, object]]) -> str:
+    return table(CHARACTER_HEADERS, docs.rows(rows, CHARACTER_COLUMNS))
 
 
 async def cmd_get(client: ConvaiClient, args: argparse.Namespace, output: Output) -> int:
-    characters_result(output, [await client.characters.get(args.char_id)], "get", "character")
+    row = docs.character_fields(await client.characters.get(args.char_id))
+    output.result(characters_table([row]), docs.document("get", character=row))
     return EXIT_OK
 
 
 async def cmd_list(client: ConvaiClient, args: argparse.Namespace, output: Output) -> int:
-    fleet = await client.characters.list()
-    found = [c for c in fleet if args.model is None or c.model == args.model]
-    characters_result(output, found, "list", "characters")
+    rows = [
+        docs.character_fields(c)
+        for c in await client.characters.list()
+        if args.model is None or c.model == args.model
+    ]
+    output.result(characters_table(rows), docs.document("list", characters=rows))
     return EXIT_OK
 
 
@@ -164,7 +163,10 @@ async def cmd_migrate(client: ConvaiClient, args: argparse.Namespace, output: Ou
     output.note(plan.summary())
     confirm(output, f"Apply {len(plan.updates)} updates?", args.yes)
     journal = args.journal or f"convai-migrate-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
-    output.note(f"journal: {journal} (run again with --journal {journal} to resume; rollback)")
+    output.note(
+        f"journal: {journal} (to resume: the same command with --journal {journal}; "
+        f"to undo: convai-async rollback --journal {journal})"
+    )
     return await run_bulk(
         client,
         output,
