@@ -87,6 +87,9 @@ async def cmd_demo(args: argparse.Namespace, output: Output) -> int:
                 lambda report: keep("migrate", report),
             )
             output.note(against_ideal(reports[0], limit))
+            settled = client.stats.effective_rate
+            if settled is not None:
+                output.note(f"the client found the limit and holds {settled:.0f} requests/s")
             migrated = wrong(await settings_of(client), dict.fromkeys(before, plan_target()))
             if code != EXIT_OK or migrated:
                 output.note(f"verification failed for {len(migrated)} characters")
