@@ -171,6 +171,25 @@ def _unknown_model_argument(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _subcommands(
+    parser: argparse.ArgumentParser, dest: str, usage: str, common: CliParser
+) -> Callable[..., argparse.ArgumentParser]:
+    """A function adding one subcommand (help, description, examples, the global options)."""
+    subparsers = parser.add_subparsers(
+        dest=dest,
+        required=True,
+        metavar=usage.rsplit(" ", 1)[-1],
+        help=f"run `{usage} --help` for its options and examples",
+    )
+
+    def add(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
+        return subparsers.add_parser(
+            name, help=help_text, description=help_text, epilog=_epilog(*examples), parents=[common]
+        )
+
+    return add
+
+
 def build_parser() -> CliParser:
     common = global_options(suppress_defaults=True)
     parser = CliParser(
@@ -186,17 +205,7 @@ def build_parser() -> CliParser:
         parents=[global_options(suppress_defaults=False)],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(
-        dest="command",
-        required=True,
-        metavar="COMMAND",
-        help="run `convai-async COMMAND --help` for its options and examples",
-    )
-
-    def command(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
-        return commands.add_parser(
-            name, help=help_text, description=help_text, epilog=_epilog(*examples), parents=[common]
-        )
+    command = _subcommands(parser, "command", "convai-async COMMAND", common)
 
     sub = command(
         "set-model",
@@ -316,17 +325,7 @@ def build_parser() -> CliParser:
 
 
 def _llm_commands(llm: argparse.ArgumentParser, common: CliParser) -> None:
-    actions = llm.add_subparsers(
-        dest="llm_command",
-        required=True,
-        metavar="ACTION",
-        help="run `convai-async llm ACTION --help` for its options and examples",
-    )
-
-    def action(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
-        return actions.add_parser(
-            name, help=help_text, description=help_text, epilog=_epilog(*examples), parents=[common]
-        )
+    action = _subcommands(llm, "llm_command", "convai-async llm ACTION", common)
 
     action("list", "list the registered custom LLMs", "convai-async llm list --json")
     register = action(
