@@ -73,9 +73,16 @@ class Interrupted(Exception):
 
     ``report`` is the partial bulk report (None when nothing had started)."""
 
-    def __init__(self, signum: int, report: BulkReport | None = None) -> None:
+    def __init__(
+        self, signum: int, report: BulkReport | None = None, *, forced: bool = False
+    ) -> None:
         name = signal.Signals(signum).name
-        if report is None:
+        if forced:
+            message = (
+                f"interrupted by a second {name}: the requests in flight were abandoned "
+                "(the journal holds every item that finished)"
+            )
+        elif report is None:
             message = f"interrupted by {name}; nothing more was sent"
         else:
             message = (

@@ -82,7 +82,7 @@ async def run_bulk(
             except asyncio.CancelledError:
                 if stopper.forced is None:
                     raise
-                raise Interrupted(stopper.forced) from None
+                raise Interrupted(stopper.forced, forced=True) from None
     output.result(report_text(report), document_for(report))
     if report.stopped:
         raise Interrupted(stopper.signum or signal.SIGINT, report)
