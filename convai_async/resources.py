@@ -13,7 +13,13 @@ from . import _validation as check
 from ._engine.session import CallTrace, Session
 from ._wire import protocol
 from ._wire.converter import structure_answer
-from .errors import ConflictError, ModelInUseError, NotFoundError, ValidationError
+from .errors import (
+    BadRequestError,
+    ConflictError,
+    ModelInUseError,
+    NotFoundError,
+    ValidationError,
+)
 from .models import (
     Character,
     CharacterNameQuery,
@@ -62,13 +68,26 @@ class Characters:
         await self._session.call(protocol.CHARACTER_UPDATE, update)
 
     async def get(self, char_id: str) -> Character:
-        """One character by ID."""
-        payload = await self._session.call(protocol.CHARACTER_GET, CharacterQuery(char_id))
-        return structure_answer(payload, Character, protocol.CHARACTER_GET)
+        """One character by ID; ``NotFoundError`` when there is none."""
+        return await self._get(CharacterQuery(char_id))
 
     async def get_by_name(self, name: str) -> Character:
-        """The character with this name (``charName``), among yours and the public ones."""
-        payload = await self._session.call(protocol.CHARACTER_GET, CharacterNameQuery(name))
+        """The character with this name (``charName``), among yours and the public ones;
+        ``NotFoundError`` when there is none."""
+        return await self._get(CharacterNameQuery(name))
+
+    async def _get(self, query: CharacterQuery | CharacterNameQuery) -> Character:
+        try:
+            payload = await self._session.call(protocol.CHARACTER_GET, query)
+        except BadRequestError as error:
+            # The docs' answer for a character that cannot be fetched is a 400 ("one or more
+            # database calls failed"); the request itself was validated before it was sent.
+            raise NotFoundError(
+                error.message,
+                status=error.status,
+                endpoint=error.endpoint,
+                transaction_id=error.transaction_id,
+            ) from None
         return structure_answer(payload, Character, protocol.CHARACTER_GET)
 
     async def list(self) -> list[Character]:
