@@ -318,7 +318,8 @@ class Session:
                 _log_attempt(endpoint, trace, started, None, error)
             raise
         except asyncio.CancelledError:
-            trace.request_sent = trace.unanswered = True  # it may have left
+            if task in self._closing_cancelled:  # close() cut it short: it may have left
+                trace.request_sent = trace.unanswered = True
             raise
         finally:
             self._limiter.release()
