@@ -283,6 +283,7 @@ class Session:
         finally:
             if task is not None:
                 self._calls.discard(task)
+                self._closing_cancelled.discard(task)
         # Raised here, outside the except block: no CancelledError (whose traceback runs
         # through aiohttp's frames, headers and all) is chained to it.
         raise ClientClosedError(
