@@ -23,6 +23,7 @@ from typing import Protocol
 
 import aiohttp
 from attrs import field, frozen
+from yarl import URL
 
 from .._wire.secrets import Secret, SecretBody
 from ..errors import (
@@ -36,7 +37,6 @@ from ..errors import (
 __all__ = ["API_KEY_HEADER", "AiohttpTransport", "RawResponse", "Transport"]
 
 API_KEY_HEADER = "CONVAI-API-KEY"
-_KEPT_HEADERS = ("content-type", "retry-after", "retry-after-ms")
 _IDENTITY = frozenset({"", "identity"})
 _INFLATED = frozenset({"gzip", "x-gzip", "deflate"})
 _ZLIB_OR_GZIP = zlib.MAX_WBITS | 32  # zlib's automatic header detection
@@ -83,6 +83,7 @@ class AiohttpTransport:
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = {**headers, "Accept-Encoding": "identity"}
+        self._urls: dict[str, URL] = {}  # parsed once per path, not on every request
         self._api_key = api_key
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
         self._pool_size = pool_size
@@ -100,6 +101,7 @@ class AiohttpTransport:
         )
         return aiohttp.ClientSession(
             connector=connector,
+            headers=self._headers,  # merged once here; each request adds only the key
             timeout=self._timeout,
             trace_configs=self._trace_configs or None,
             auto_decompress=False,  # inflated here, in bounded steps (see _read_answer)
@@ -116,9 +118,12 @@ class AiohttpTransport:
             # No local holds the response: a traceback's captured locals never show its headers.
             return await _read_answer(
                 await session.post(
-                    self._base_url + path,
+                    self._urls.get(path) or self._url(path),
                     data=body if type(body) is bytes else body.reveal(),  # type: ignore[union-attr]
-                    headers={**self._headers, API_KEY_HEADER: self._api_key.reveal()},
+                    # Our own session already holds the other headers (see _open_session).
+                    headers={API_KEY_HEADER: self._api_key.reveal()}
+                    if self._owns_session
+                    else {**self._headers, API_KEY_HEADER: self._api_key.reveal()},
                     timeout=self._timeout,
                     allow_redirects=False,
                     raise_for_status=False,
@@ -152,6 +157,10 @@ class AiohttpTransport:
             )
         raise failure
 
+    def _url(self, path: str) -> URL:
+        url = self._urls[path] = URL(self._base_url + path)
+        return url
+
     async def close(self) -> None:
         self._closed = True
         session, self._session = self._session, None
@@ -176,8 +185,7 @@ async def _read_answer(
     decompression). Raises ``_Refused`` past the cap without reading the rest."""
     try:
         status = response.status
-        found = response.headers
-        kept = {name: found[name] for name in _KEPT_HEADERS if name in found}
+        found = response.headers  # read-only and case-insensitive: handed on as it is
         declared = response.content_length  # for a compressed body, its compressed size
         if declared is not None and declared > max_bytes:
             raise _Refused(status, _too_large(max_bytes))
@@ -198,7 +206,7 @@ async def _read_answer(
         response.close()  # the rest of the body is not read: the connection cannot be reused
         raise
     response.release()
-    return RawResponse(status, kept, content)
+    return RawResponse(status, found, content)
 
 
 async def _read_capped(
