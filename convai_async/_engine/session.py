@@ -254,7 +254,7 @@ class Session:
 
         Runs in the task that waits (with a deadline, wait_for's own task), so that close()
         can cancel it; that cancellation comes out as ClientClosedError."""
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)  # bound by check_loop: no second loop lookup
         if task is not None:
             self._calls.add(task)
         try:
