@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convai_async import ValidationError
+from convai_async import ConvaiError, ValidationError
 from convai_async._wire.converter import (
     REQUEST_RENAMES,
     body_encoder,
@@ -22,6 +22,7 @@ from convai_async._wire.converter import (
     encode_request,
 )
 from convai_async._wire.known_bodies import KNOWN_BODIES, known_payload
+from convai_async._wire.protocol import ENDPOINTS, Endpoint, parse_response
 from convai_async.models import (
     CharacterNameQuery,
     CharacterQuery,
@@ -144,3 +145,20 @@ def test_known_bodies_decode_as_json_does(body: bytes) -> None:
 )
 def test_other_bodies_take_the_ordinary_parse(body: bytes) -> None:
     assert known_payload(body) is None
+
+
+def outcome(endpoint: Endpoint, status: int, body: bytes) -> tuple[str, Any]:
+    try:
+        return "payload", parse_response(endpoint, status, {}, body)
+    except ConvaiError as error:
+        return type(error).__name__, str(error)
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
+@pytest.mark.parametrize("status", [200, 201, 400, 429, 500])
+@pytest.mark.parametrize("body", sorted(KNOWN_BODIES))
+def test_a_known_body_means_what_the_ordinary_parse_says(
+    endpoint: Endpoint, status: int, body: bytes
+) -> None:
+    # A leading space keeps the same JSON out of the fast path.
+    assert outcome(endpoint, status, body) == outcome(endpoint, status, b" " + body)
