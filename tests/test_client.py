@@ -100,7 +100,7 @@ async def test_get_by_name(fake: FakeConvai, client: ConvaiClient) -> None:
     character = await client.characters.get_by_name(name)
     assert fake.requests[-1].body == {"charName": name}
     assert character.char_id == char_id
-    with pytest.raises(BadRequestError):
+    with pytest.raises(NotFoundError):
         await client.characters.get_by_name("Nobody At All")
     with pytest.raises(ValidationError) as caught:
         await client.characters.get_by_name("")
