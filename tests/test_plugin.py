@@ -93,6 +93,16 @@ def test_without_a_marker_the_fake_has_its_defaults(pytester: pytest.Pytester) -
     result.assert_outcomes(passed=1)
 
 
+def test_plugins_named_by_hand_when_autoload_is_off(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makepyfile(test_example=EXAMPLE.read_text())
+    plugins = ["-p", "convai_async", "-p", "pytest_asyncio.plugin"]
+    result = run(pytester, *plugins, "--asyncio-mode=strict")
+    result.assert_outcomes(passed=4)
+
+
 def test_helpers_fail_with_the_actual_values(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_failing="""

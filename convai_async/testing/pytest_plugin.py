@@ -48,8 +48,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def _async_fixture(config: pytest.Config) -> Callable[..., Any]:
     """``pytest_asyncio.fixture`` when pytest-asyncio is active (so its strict mode accepts
     our fixtures), else ``pytest.fixture``. Imported here, not at the top: pytest-asyncio is
-    optional, and merely installing this package must not load it."""
-    if config.pluginmanager.has_plugin("asyncio"):
+    optional, and merely installing this package must not load it. Found by module, not by
+    name: ``-p pytest_asyncio.plugin`` registers it under that name instead of "asyncio"."""
+    active = config.pluginmanager.get_plugins()
+    if any(getattr(plugin, "__name__", "") == "pytest_asyncio.plugin" for plugin in active):
         decorator: Callable[..., Any] = importlib.import_module("pytest_asyncio").fixture
         return decorator
     return pytest.fixture
