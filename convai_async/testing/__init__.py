@@ -16,8 +16,9 @@ another tenant's load through it (``Faults(tenant_rate=...)``). It listens on lo
 ``python -m convai_async.testing --help`` serves it alone; the pytest plugin gives the
 ``fake_convai`` and ``convai_client`` fixtures.
 
-The parts: ``state`` (the data), ``endpoints`` (the API's logic, pure), ``faults`` (the knobs
-and their decisions, pure), ``answers`` (answers as data), ``server`` (aiohttp), ``__main__``.
+The parts: ``state`` (the data), ``endpoints`` (the API's logic), ``faults`` (the knobs and
+their decisions), ``answers`` (answers as data), ``checks`` (test assertions), all pure;
+``server`` (aiohttp), ``__main__`` (the command line), ``pytest_plugin`` (the fixtures).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from attrs import define, field
 
-from . import endpoints
+from . import checks, endpoints
 from .answers import Answer, gateway_error, unauthorized
 from .faults import EdgeGate, FaultDice, Faults
 from .state import DEFAULT_MODEL_MIX, FakeState
@@ -226,36 +226,11 @@ class FakeConvai:
     ) -> None:
         """Assert that at least one update was applied to this character and that it now has
         ``model`` and ``temperature`` (each checked only when given)."""
-        if char_id not in self.characters:
-            raise AssertionError(f"FakeConvai has no character {char_id!r}")
-        actual_model = self.model_of(char_id)
-        actual_temperature = self.temperature_of(char_id)
-        applied = self.updates_for(char_id)
-        problems = []
-        if not applied:
-            problems.append("no update was applied to it")
-        if model is not None and actual_model != model:
-            problems.append(f"model is {actual_model!r}, expected {model!r}")
-        if temperature is not None and actual_temperature != temperature:
-            problems.append(f"temperature is {actual_temperature!r}, expected {temperature!r}")
-        if problems:
-            raise AssertionError(
-                f"character {char_id}: {'; '.join(problems)} "
-                f"(now model={actual_model!r}, temperature={actual_temperature!r}; "
-                f"updates applied: {applied})"
-            )
+        checks.assert_updated(self.state, char_id, model=model, temperature=temperature)
 
     def assert_not_updated(self, char_id: str) -> None:
         """Assert that no update was applied to this character (since ``reset_requests``)."""
-        if char_id not in self.characters:
-            raise AssertionError(f"FakeConvai has no character {char_id!r}")
-        applied = self.updates_for(char_id)
-        if applied:
-            raise AssertionError(
-                f"character {char_id} was updated {len(applied)} time(s): {applied} "
-                f"(now model={self.model_of(char_id)!r}, "
-                f"temperature={self.temperature_of(char_id)!r})"
-            )
+        checks.assert_not_updated(self.state, char_id)
 
     # -- request pipeline -----------------------------------------------------------------------
 
