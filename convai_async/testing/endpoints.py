@@ -66,11 +66,9 @@ def get_character(state: FakeState, body: dict[str, Any]) -> Answer:
     name = body.get("charName")
     if isinstance(name, str) and "charID" not in body:
         found = state.character_named(name)
-        if found is None:
-            # The docs give no answer for an unknown name; a search that finds nothing is a 404,
-            # in the character endpoints' own error shape.
-            return character_error(f"Character not found: {name!r}", status=404)
-        return ok(found)
+        # The docs' one answer for a character that cannot be fetched, by ID or by name: a 400
+        # (the client raises NotFoundError for it).
+        return character_error(_DATABASE_ERROR) if found is None else ok(found)
     character = _character_for(state, body)
     return character if isinstance(character, Answer) else ok(character)
 
