@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -101,3 +102,18 @@ def test_bad_options_exit_2_with_the_reason(args: list[str], complaint: str) -> 
     done = subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=HANG_GUARD)
     assert done.returncode == 2
     assert complaint in done.stderr
+
+
+def test_a_taken_port_is_one_line_and_exit_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*COMMAND, "--port", str(port)], capture_output=True, text=True, timeout=HANG_GUARD
+        )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: cannot serve on port {port}: ")
+    assert done.stdout == ""
