@@ -51,19 +51,36 @@ def test_marker_configures_the_fake_and_each_test_gets_its_own(pytester: pytest.
         import pytest
         from convai_async.testing import Faults
 
+        class Counting:
+            def __init__(self):
+                self.calls = 0
+
+            def admit(self, now):
+                self.calls += 1
+                return None
+
+            def done(self, now):
+                pass
+
         pytestmark = [
             pytest.mark.asyncio,
-            pytest.mark.convai(characters=7, api_key="k-1", faults=Faults(burst=3)),
+            pytest.mark.convai(
+                characters=7, api_key="k-1", faults=Faults(burst=3, limiter=Counting())
+            ),
         ]
 
-        async def test_first(fake_convai):
+        async def test_first(fake_convai, convai_client):
             assert len(fake_convai.char_ids) == 7
             assert fake_convai.api_key == "k-1"
             assert fake_convai.faults.burst == 3
+            await convai_client.characters.list()
+            assert fake_convai.faults.limiter.calls == 1
             fake_convai.faults.burst = 99  # must not leak into the next test
 
-        async def test_second(fake_convai):
+        async def test_second(fake_convai, convai_client):
             assert fake_convai.faults.burst == 3
+            await convai_client.characters.list()
+            assert fake_convai.faults.limiter.calls == 1
 
         @pytest.mark.convai(characters=2, seed=5)
         async def test_closest_marker_wins(fake_convai):

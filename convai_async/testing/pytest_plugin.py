@@ -10,19 +10,20 @@ for one. Configure the fake per test, class or module::
         fake_convai.assert_updated(fake_convai.char_ids[0], model="gpt-4.1")
 
 The marker's arguments are ``FakeConvai``'s (``characters``, ``faults``, ``api_key``, ``seed``,
-``strict_models``, ...); the closest marker wins. Each test gets its own server and a copy of
-the marker's ``Faults``. The fixtures are async: they need pytest-asyncio, in its auto or strict
-mode (they are declared with ``pytest_asyncio.fixture`` when that plugin is active).
+``strict_models``, ...); the closest marker wins. Each test gets its own server and a deep copy
+of the marker's ``Faults`` (its ``limiter`` included). The fixtures are async: they need
+pytest-asyncio, in its auto or strict mode (they are declared with ``pytest_asyncio.fixture``
+when that plugin is active).
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import types
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import attrs
 import pytest
 
 from .. import ConvaiClient, RetryPolicy
@@ -73,7 +74,8 @@ async def fake_convai(request: pytest.FixtureRequest) -> AsyncIterator[FakeConva
     args: tuple[Any, ...] = marker.args if marker is not None else ()
     options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
     if isinstance(options.get("faults"), Faults):
-        options["faults"] = attrs.evolve(options["faults"])  # a test's changes stay its own
+        # A module's or class's marker is shared: each test gets its own knobs and limiter state.
+        options["faults"] = copy.deepcopy(options["faults"])
     async with FakeConvai(*args, **options) as fake:
         yield fake
 
