@@ -13,7 +13,7 @@ pytest_plugins = ["pytester"]
 
 HERE = Path(__file__).parent
 INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"  # as users' configs set it
-EXAMPLE = HERE / "plugin_example.py"  # the README's "Testing your code" file, verbatim
+EXAMPLE = HERE / "test_plugin_example.py"  # the README's "Testing your code" file, verbatim
 README = HERE.parent / "README.md"
 
 
