@@ -85,12 +85,14 @@ class FakeConvai:
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
+        self._closing = False
         self._tenant: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
 
     # -- lifetime -------------------------------------------------------------------------------
 
     async def start(self) -> FakeConvai:
+        self._closing = False
         app = web.Application(client_max_size=8 << 20)
         for path in endpoints.ENDPOINT_PATHS:
             app.router.add_post(path, self._serve)
@@ -106,13 +108,16 @@ class FakeConvai:
         return self
 
     async def close(self) -> None:
+        self._closing = True  # a request read from now on is dropped at once
         tasks = list(self._handlers)
         if self._tenant is not None:
             tasks.append(self._tenant)
             self._tenant = None
-        for task in tasks:
-            task.cancel()  # latency sleeps and hangs end now, not after a shutdown timeout
-        await asyncio.gather(*tasks, return_exceptions=True)
+        while tasks:
+            for task in tasks:
+                task.cancel()  # latency sleeps and hangs end now, not after a shutdown timeout
+            await asyncio.gather(*tasks, return_exceptions=True)
+            tasks = list(self._handlers)  # any that began while those ended
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -235,6 +240,10 @@ class FakeConvai:
     # -- request pipeline -----------------------------------------------------------------------
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
+        if self._closing:
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         handler = asyncio.current_task()
