@@ -37,9 +37,9 @@ _MARKER_HELP = (
     f"{MARKER}(**options): configure the fake_convai fixture; the options are FakeConvai's "
     "(characters=100, faults=Faults(...), api_key=..., seed=0, strict_models=False, ...)"
 )
-# Retry waits off, so a test of retried calls takes no time; a Retry-After is still honoured.
-# Not convai_async.set_testing(True): it is process-wide with no getter, so a fixture could not
-# give the caller's own setting back at teardown. With a context manager it could; then switch.
+# Retry waits off for this client only, so a test of retried calls takes no time; a Retry-After
+# is still honoured. (convai_async.set_testing(True) does the same process-wide; a fixture should
+# not change what the rest of the user's suite sees.)
 _NO_RETRY_WAITS = RetryPolicy(initial_wait=0.0, multiplier=1.0, max_wait=0.0)
 
 
@@ -85,7 +85,7 @@ async def convai_client(fake_convai: FakeConvai) -> AsyncIterator[ConvaiClient]:
     client = ConvaiClient(
         api_key=fake_convai.api_key,
         base_url=fake_convai.url,
-        retry=_NO_RETRY_WAITS,  # SWITCH TO set_testing when it can be restored (see above)
+        retry=_NO_RETRY_WAITS,
     )
     try:
         yield client
