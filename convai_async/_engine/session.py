@@ -319,8 +319,8 @@ class Session:
                 _log_attempt(endpoint, trace, started, None, error)
             raise
         except asyncio.CancelledError:
-            if task in self._closing_cancelled:  # close() cut it short: it may have left
-                trace.request_sent = trace.unanswered = True
+            # Cut short by close(), a deadline or the caller: the request may have left.
+            trace.request_sent = trace.unanswered = True
             raise
         finally:
             self._limiter.release()
