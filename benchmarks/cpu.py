@@ -30,6 +30,7 @@ Results: a markdown table on stdout and in ``benchmarks/results/cpu.md``, every 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
@@ -148,14 +149,15 @@ def cpu_section(count: int, repeat: int) -> Row:
     }
 
 
-def callgrind_instructions(peer: str, count: int, workdir: Path) -> int:
-    """Total instructions of one client process running ``count`` requests under callgrind."""
+def callgrind_instructions(peer: str, count: int, workdir: Path, core: int = 0) -> int:
+    """Total instructions of one client process running ``count`` requests under callgrind
+    (the count does not depend on the core, the load or the server's speed)."""
     out = workdir / f"callgrind.{re.sub(r'[^a-z+]+', '_', peer)}.{count}.out"
     with fake_server(characters=1000) as url:
         command, cwd = peer_command(peer, url, count)
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
         subprocess.run(
-            pinned(command, 0),
+            pinned(command, core),
             cwd=cwd,
             capture_output=True,
             timeout=3600,
@@ -173,9 +175,18 @@ def callgrind_section(count: int, warmup: int, keep: Path | None, peers: list[st
     with tempfile.TemporaryDirectory(prefix="convai-callgrind-") as directory:
         workdir = keep or Path(directory)
         workdir.mkdir(parents=True, exist_ok=True)
+        # Two runs at a time, one per core: slow under valgrind, and the counts do not mind.
+        jobs = [(peer, n) for peer in peers for n in (warmup, warmup + count)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            totals = list(
+                pool.map(
+                    lambda job: callgrind_instructions(job[1][0], job[1][1], workdir, job[0] % 2),
+                    enumerate(jobs),
+                )
+            )
+        found = dict(zip(jobs, totals, strict=True))
         for peer in peers:
-            base = callgrind_instructions(peer, warmup, workdir)
-            full = callgrind_instructions(peer, warmup + count, workdir)
+            base, full = found[peer, warmup], found[peer, warmup + count]
             rows[peer] = {
                 "count": count,
                 "warmup": warmup,
