@@ -39,7 +39,7 @@ def text(field: str, value: Any) -> str:
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
     if not value.strip():
         raise ValidationError(field, "must not be empty")
-    if _CONTROL_CHARS.search(value):
+    if (not value.isascii() or not value.isprintable()) and _CONTROL_CHARS.search(value):
         raise ValidationError(field, f"must not contain control characters, got {_shown(value)}")
     return value
 

@@ -230,8 +230,9 @@ def _is_scalar_type(hint: Any) -> bool:
 
 def _encoder_source(cls: type) -> str | None:
     """Straight-line source of ``encode(request) -> bytes`` for ``cls``: each field's
-    ``"key":`` prefix written in, fields left at their default (None) skipped as cattrs'
-    ``omit_if_default`` skips them. None when a field is not a plain scalar."""
+    ``"key":`` prefix written in, a string field escaped inline, fields left at their default
+    (None) skipped as cattrs' ``omit_if_default`` skips them. None when a field is not a plain
+    scalar or has another default (the generic path)."""
     renames = REQUEST_RENAMES[cls]
     try:
         hints = typing.get_type_hints(cls)
@@ -241,18 +242,27 @@ def _encoder_source(cls: type) -> str | None:
     if not fields or not all(_is_scalar_type(hints[f.name]) for f in fields):
         return None
     omit = cls in _OMIT_DEFAULTS
-    lines = ["def encode(request):", "    parts = []"]
-    for field in fields:
-        prefix = encode_basestring_ascii(renames.get(field.name, field.name)) + ":"
-        append = f"parts.append({prefix!r} + _scalar(value))"
+    if fields[0].default is not attrs.NOTHING or any(
+        f.default not in (None, attrs.NOTHING) for f in fields
+    ):
+        return None  # not the shape of our requests (a required field first, None defaults)
+    text = "(_escape(value) if type(value) is str else _scalar(value))"
+    first = fields[0]
+    key = encode_basestring_ascii(renames.get(first.name, first.name))
+    lines = [
+        "def encode(request):",
+        f"    value = request.{first.name}",
+        f"    out = {'{' + key + ':'!r} + {text}",
+    ]
+    for field in fields[1:]:
+        key = encode_basestring_ascii(renames.get(field.name, field.name))
         lines.append(f"    value = request.{field.name}")
+        add = f"out += {',' + key + ':'!r} + {text}"
         if omit and field.default is None:
-            lines.append(f"    if value is not None: {append}")
-        elif omit and field.default is not attrs.NOTHING:
-            return None  # a non-None default: not among our requests; the generic path
+            lines.append(f"    if value is not None: {add}")
         else:
-            lines.append(f"    {append}")
-    lines.append('    return ("{" + ",".join(parts) + "}").encode()')
+            lines.append(f"    {add}")
+    lines.append('    return (out + "}").encode()')
     return "\n".join(lines)
 
 
@@ -261,7 +271,7 @@ def _compile_encoder(cls: type) -> Callable[[Any], bytes] | None:
     source = _encoder_source(cls)
     if source is None:
         return None
-    namespace: dict[str, Any] = {"_scalar": _json_scalar}
+    namespace: dict[str, Any] = {"_scalar": _json_scalar, "_escape": encode_basestring_ascii}
     code = compile(source, f"<convai_async body encoder for {cls.__qualname__}>", "exec")
     exec(code, namespace)  # noqa: S102 - source built above from attribute names and constants
     encoder: Callable[[Any], bytes] = namespace["encode"]
