@@ -3,7 +3,15 @@
 import logging
 
 from ._version import __version__
-from .bulk import BulkReport, Progress, UpdateResult, UpdateStatus
+from .bulk import (
+    BulkReport,
+    MigrationPlan,
+    PlannedChange,
+    Progress,
+    RollbackReport,
+    UpdateResult,
+    UpdateStatus,
+)
 from .client import DEFAULT_RETRY, ClientStats, ConvaiClient, RetryPolicy
 from .errors import (
     APIStatusError,
@@ -14,6 +22,7 @@ from .errors import (
     ConvaiConnectionError,
     ConvaiError,
     ConvaiTimeoutError,
+    JournalError,
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
@@ -23,7 +32,6 @@ from .errors import (
     UnexpectedResponseError,
     ValidationError,
 )
-from .migration import MigrationPlan, PlannedChange
 from .models import (
     Character,
     CharacterUpdate,
@@ -53,6 +61,7 @@ __all__ = [
     "ConvaiTimeoutError",
     "CustomModel",
     "DeregisteredModel",
+    "JournalError",
     "MigrationPlan",
     "NotFoundError",
     "PermissionDeniedError",
@@ -62,6 +71,7 @@ __all__ = [
     "RateLimitError",
     "RegisteredModel",
     "RetryPolicy",
+    "RollbackReport",
     "ServerError",
     "TransportError",
     "UnexpectedResponseError",

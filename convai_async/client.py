@@ -13,9 +13,8 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
-from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -29,6 +28,16 @@ from ._engine.limiter import AdaptiveLimiter
 from ._retry import RetryBudget, full_jitter_waits
 from ._transport import AiohttpTransport
 from ._version import __version__
+from .bulk import (
+    BulkReport,
+    MigrationPlan,
+    ProgressCallback,
+    RollbackReport,
+    UpdateResult,
+)
+from .bulk import migration as bulk_migration
+from .bulk import rollback as bulk_rollback
+from .bulk import runner as bulk_runner
 from .errors import (
     ClientClosedError,
     ConflictError,
@@ -53,10 +62,6 @@ from .models import (
     RegisteredModel,
     UpdatedModel,
 )
-
-if TYPE_CHECKING:
-    from .bulk import BulkReport, ProgressCallback, UpdateResult
-    from .migration import MigrationPlan
 
 __all__ = [
     "API_KEY_ENV",
@@ -453,7 +458,7 @@ class ConvaiClient:
             return True
         return any(model.model_group_name == code for model in await self.llm_models.list())
 
-    # -- bulk and migrations (see bulk.py and migration.py) --------------------------------------
+    # -- bulk and migrations (see the bulk package) --------------------------------------------
 
     def stream_updates(
         self,
@@ -464,9 +469,7 @@ class ConvaiClient:
     ) -> AsyncIterator[UpdateResult]:
         """Apply updates concurrently, yielding one UpdateResult per input item as each finishes.
         Setting ``stop`` ends the run gracefully: no new input is read, in-flight items finish."""
-        from .bulk import stream_updates
-
-        return stream_updates(self, updates, journal=journal, stop=stop)
+        return bulk_runner.stream_bulk(self, updates, journal=journal, stop=stop)
 
     async def bulk_update(
         self,
@@ -478,9 +481,7 @@ class ConvaiClient:
         stop: asyncio.Event | None = None,
     ) -> BulkReport:
         """Apply every update; never raises for a per-item failure. See ``BulkReport``."""
-        from .bulk import bulk_update
-
-        return await bulk_update(
+        return await bulk_runner.run_bulk(
             self, updates, journal=journal, on_progress=on_progress, total=total, stop=stop
         )
 
@@ -516,11 +517,9 @@ class ConvaiClient:
         stop: asyncio.Event | None,
         **values: Any,
     ) -> BulkReport:
-        from .bulk import bulk_update, updates_for
-
-        return await bulk_update(
+        return await bulk_runner.run_bulk(
             self,
-            updates_for(char_ids, **values),
+            bulk_runner.updates_for(char_ids, **values),
             journal=journal,
             on_progress=on_progress,
             total=_known_length(char_ids),
@@ -537,15 +536,13 @@ class ConvaiClient:
         allow_unknown_model: bool = False,
     ) -> MigrationPlan:
         """Select characters to move to ``to_model`` (and ``temperature``); sends no update."""
-        from .migration import plan_migration
-
-        return await plan_migration(
-            self,
+        return await bulk_migration.plan_migration(
+            self.characters,
             to_model=to_model,
             from_model=from_model,
             temperature=temperature,
             where=where,
-            allow_unknown_model=allow_unknown_model,
+            is_known_model=None if allow_unknown_model else self.is_known_model,
         )
 
     async def apply(
@@ -556,26 +553,29 @@ class ConvaiClient:
         *,
         stop: asyncio.Event | None = None,
     ) -> BulkReport:
-        """Run a plan; the journal records previous values, for resume and ``rollback``."""
-        from .migration import apply_plan
-
-        return await apply_plan(self, plan, journal=journal, on_progress=on_progress, stop=stop)
+        """Run a plan. With a journal, the plan is recorded first and every change is journaled
+        before it is sent; applying again with the same journal resumes the recorded plan."""
+        return await bulk_migration.apply_plan(
+            self, plan, journal=journal, on_progress=on_progress, stop=stop
+        )
 
     async def rollback(
         self,
         journal: str | os.PathLike[str],
         *,
         rollback_journal: str | os.PathLike[str] | None = None,
+        force: bool = False,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
-    ) -> BulkReport:
-        """Restore what a migration journal recorded as each changed character's values."""
-        from .migration import rollback
-
-        return await rollback(
+    ) -> RollbackReport:
+        """Restore every character a migration journal may have changed, where it still has
+        the migration's values (``force``: even where it does not). Journaled and resumable."""
+        return await bulk_rollback.rollback(
             self,
-            Path(journal),
+            self.characters,
+            journal,
             rollback_journal=rollback_journal,
+            force=force,
             on_progress=on_progress,
             stop=stop,
         )

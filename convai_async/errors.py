@@ -5,6 +5,7 @@ The tree::
     ConvaiError
     ├── ValidationError (also ValueError)     bad input, raised before any request is sent
     ├── ClientClosedError (also RuntimeError) the client was closed
+    ├── JournalError (also OSError)           a bulk journal cannot be written, read or locked
     ├── TransportError                        no HTTP answer was received
     │   ├── ConvaiConnectionError             connect failed, connection dropped, body cut short
     │   └── ConvaiTimeoutError (also TimeoutError)
@@ -34,6 +35,7 @@ __all__ = [
     "ConvaiConnectionError",
     "ConvaiError",
     "ConvaiTimeoutError",
+    "JournalError",
     "NotFoundError",
     "PermissionDeniedError",
     "QuotaExceededError",
@@ -60,6 +62,16 @@ class ValidationError(ConvaiError, ValueError):
 
 class ClientClosedError(ConvaiError, RuntimeError):
     """The client was closed and refuses new calls."""
+
+
+class JournalError(ConvaiError, OSError):
+    """A journal could not be created, locked, written or synced (disk full, read-only, a
+    directory in its place, held by another process). ``path`` names the journal."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"journal {path}: {problem}")
+        self.path = path
+        self.problem = problem
 
 
 class TransportError(ConvaiError):

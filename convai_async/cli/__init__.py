@@ -452,17 +452,12 @@ async def cmd_migrate(client: ConvaiClient, args: argparse.Namespace, output: Ou
 
 
 async def cmd_rollback(client: ConvaiClient, args: argparse.Namespace, output: Output) -> int:
-    from ..migration import restoring_updates
-
     journal = Path(args.journal)
     if not journal.is_file():
         raise UsageError(f"no such journal: {journal}")
-    updates = list(restoring_updates(journal))
-    output.note(f"{len(updates)} characters to restore from {journal}")
-    if not updates:
-        output.result("nothing to roll back", {"report": None})
-        return EXIT_OK
-    confirm(output, f"Restore {len(updates)} characters?", args.yes)
+    confirm(
+        output, f"Restore what the migration journaled in {journal} may have changed?", args.yes
+    )
     return await run_bulk(
         output,
         "rollback",
