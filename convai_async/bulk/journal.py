@@ -91,6 +91,8 @@ class JournalWriter:
         self._waiters: list[asyncio.Future[None]] = []
         self._flushing: asyncio.Task[None] | None = None
         self.error: JournalError | None = None
+        self.writes = 0  # write calls made (one per batch of lines)
+        self.syncs = 0  # fsyncs made (one per window of intents)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> JournalWriter:
@@ -246,6 +248,7 @@ class JournalWriter:
     def _write_all(self, data: bytes) -> None:
         if self.error is not None:
             raise self.error
+        self.writes += 1
         view = memoryview(data)
         while view:
             try:
@@ -259,6 +262,7 @@ class JournalWriter:
     def _fsync(self) -> None:
         if self.error is not None:
             raise self.error
+        self.syncs += 1
         try:
             os.fsync(self._fd)
         except OSError as error:
