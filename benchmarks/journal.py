@@ -31,7 +31,9 @@ from convai_async.testing import DEFAULT_FAKE_API_KEY
 TARGET = 1.10
 
 
-async def _client_run(url: str, count: int, concurrency: int, journal: str | None) -> dict[str, Any]:
+async def _client_run(
+    url: str, count: int, concurrency: int, journal: str | None
+) -> dict[str, Any]:
     from convai_async import ConvaiClient  # the client process imports only what it measures
 
     async with ConvaiClient(

@@ -110,9 +110,10 @@ def test_new_journal_paths_are_unique_and_private(tmp_path: Path) -> None:
     paths = {new_journal_path(tmp_path, "convai-migrate") for _ in range(50)}
     assert len(paths) == 50
     for path in paths:
-        assert path.exists() and path.stat().st_size == 0
+        assert path.stat().st_size == 0
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert path.name.startswith("convai-migrate-") and path.suffix == ".jsonl"
+        assert path.name.startswith("convai-migrate-")
+        assert path.suffix == ".jsonl"
     with pytest.raises(JournalError):
         new_journal_path(tmp_path / "missing", "x")
 
@@ -162,7 +163,8 @@ async def test_a_journal_held_by_a_live_process_is_refused_naming_it(tmp_path: P
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout is not None
+    assert holder.stdin is not None
     try:
         line = await asyncio.wait_for(holder.stdout.readline(), HANG_GUARD)
         assert line == b"locked\n", "the lock holder did not start"

@@ -168,7 +168,8 @@ async def test_a_plan_cut_short_before_it_was_complete_starts_over(
     assert report.succeeded == len(plan.updates)
     header = lines(journal)[0]
     assert isinstance(header, Header)
-    assert header.plan is not None and header.plan.to_model == "gpt-4.1"
+    assert header.plan is not None
+    assert header.plan.to_model == "gpt-4.1"
 
 
 def _set_event() -> asyncio.Event:

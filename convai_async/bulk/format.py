@@ -175,7 +175,7 @@ def _strict_bool(value: Any, _: Any) -> bool:
 def make_converter() -> Converter:
     """The journal's converter: strict about types (a wrong type is a bad line, never coerced),
     ``k`` first in every line, fields left at None omitted. Hooks are generated here, once."""
-    converter = Converter(forbid_extra_keys=False)
+    converter = Converter(forbid_extra_keys=False, detailed_validation=False)
     converter.register_structure_hook(str, _strict_str)
     converter.register_structure_hook(int, _strict_int)
     converter.register_structure_hook(float, _strict_float)
@@ -204,7 +204,7 @@ def encode(line: Line) -> bytes:
 def decode(raw: bytes | str) -> Line:
     """The line as its attrs class; LineError naming the problem when it is not one."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     except ValueError as error:
         raise LineError(f"not JSON ({error.args[0] if error.args else error})") from None
     if not isinstance(data, dict):
@@ -228,4 +228,6 @@ def _first_cause(error: BaseException) -> str:
         field = note.rsplit(" ", 1)[-1] if note.startswith("Structuring class") else ""
         text = _first_cause(inner)
         return f"{field}: {text}" if field else text
+    if isinstance(error, KeyError):
+        return f"missing field {error.args[0]!r}"
     return str(error) or type(error).__name__

@@ -121,7 +121,7 @@ def _note_bad(index: JournalIndex, line: BadLine) -> None:
 
 def _first_intents(path: str | os.PathLike[str]) -> Iterator[Intent]:
     seen = bytearray()
-    for _, line in read_lines(path):
+    for _, line in read_lines(path, only="intent"):
         if isinstance(line, Intent) and line.i < MAX_INDEX:
             _grow(seen, line.i)
             if not seen[line.i]:

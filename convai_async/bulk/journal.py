@@ -311,13 +311,22 @@ def _bad(number: int, raw: bytes, error: LineError) -> BadLine:
     )
 
 
-def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, Line | BadLine]]:
+def read_lines(
+    path: str | os.PathLike[str], *, only: str | None = None
+) -> Iterator[tuple[int, Line | BadLine]]:
     """Every line of a journal with its line number, as a stream. A line cut short by a crash
     (the last line without a newline, or a line a later run marked ``torn``) is left out; any
-    other unreadable line is a BadLine."""
+    other unreadable line is a BadLine. ``only``: read just the well-formed lines of this kind
+    (a quick second pass; bad lines are not reported)."""
+    prefix = b'{"k":"%s"' % only.encode() if only is not None else None
     with open(path, "rb") as file:
         held: tuple[int, BadLine, bool] | None = None
         for number, raw in enumerate(file, start=1):
+            if prefix is not None:
+                if raw.startswith(prefix) and raw.endswith(b"\n"):
+                    with contextlib.suppress(LineError):
+                        yield number, decode(raw)
+                continue
             if not raw.strip():
                 continue
             try:
