@@ -2,6 +2,8 @@
 
 import logging
 
+from ._engine.retry import DEFAULT_RETRY, RetryPolicy, set_testing
+from ._engine.session import ClientStats
 from ._version import __version__
 from .bulk import (
     BulkReport,
@@ -12,7 +14,7 @@ from .bulk import (
     UpdateResult,
     UpdateStatus,
 )
-from .client import DEFAULT_RETRY, ClientStats, ConvaiClient, RetryPolicy
+from .client import ConvaiClient
 from .errors import (
     APIStatusError,
     AuthenticationError,
@@ -23,6 +25,7 @@ from .errors import (
     ConvaiError,
     ConvaiTimeoutError,
     JournalError,
+    ModelInUseError,
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
@@ -63,6 +66,7 @@ __all__ = [
     "DeregisteredModel",
     "JournalError",
     "MigrationPlan",
+    "ModelInUseError",
     "NotFoundError",
     "PermissionDeniedError",
     "PlannedChange",
@@ -80,4 +84,5 @@ __all__ = [
     "UpdatedModel",
     "ValidationError",
     "__version__",
+    "set_testing",
 ]

@@ -6,6 +6,7 @@ The tree::
     ├── ValidationError (also ValueError)     bad input, raised before any request is sent
     ├── ClientClosedError (also RuntimeError) the client was closed
     ├── JournalError (also OSError)           a bulk journal cannot be written, read or locked
+    ├── ModelInUseError                       deregister refused: characters still use the model
     ├── TransportError                        no HTTP answer was received
     │   ├── ConvaiConnectionError             connect failed, connection dropped, body cut short
     │   └── ConvaiTimeoutError (also TimeoutError)
@@ -36,6 +37,7 @@ __all__ = [
     "ConvaiError",
     "ConvaiTimeoutError",
     "JournalError",
+    "ModelInUseError",
     "NotFoundError",
     "PermissionDeniedError",
     "QuotaExceededError",
@@ -72,6 +74,20 @@ class JournalError(ConvaiError, OSError):
         super().__init__(f"journal {path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+class ModelInUseError(ConvaiError):
+    """``llm_models.deregister`` refused: characters still use the model (``force=True`` to
+    deregister anyway; those characters stop working). Nothing was sent to /llm-models/deregister.
+    """
+
+    def __init__(self, model_group_name: str, characters: int) -> None:
+        super().__init__(
+            f"{characters} character(s) still use {model_group_name!r}; move them to another "
+            "model first, or force the deregistration"
+        )
+        self.model_group_name = model_group_name
+        self.characters = characters
 
 
 class TransportError(ConvaiError):

@@ -13,7 +13,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from convai_async.journal import read_journal
+from convai_async.bulk.format import Outcome
+from convai_async.bulk.journal import read_lines
 from convai_async.testing import FakeConvai, Faults
 
 from .conftest import CANARY_KEY, CANARY_LLM_KEY
@@ -366,7 +367,7 @@ async def test_sigint_mid_run_leaves_a_resumable_journal(tmp_path: Path) -> None
         process = await start(*args, fake=fake)
         for _ in range(2000):
             await asyncio.sleep(0.01)
-            if journal.exists() and journal.read_bytes().count(b"\n") >= 100:
+            if journal.exists() and journal.read_bytes().count(b'"k":"outcome"') >= 100:
                 break
         process.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(process.communicate(), 30)
@@ -374,7 +375,11 @@ async def test_sigint_mid_run_leaves_a_resumable_journal(tmp_path: Path) -> None
         assert "resume" in err.decode()
         assert str(journal) in err.decode()
         assert "Traceback" not in err.decode()
-        done = [e for e in read_journal(journal) if e["outcome"] == "applied"]
+        done = [
+            line
+            for _, line in read_lines(journal)
+            if isinstance(line, Outcome) and line.s == "applied"
+        ]
         assert 100 <= len(done) < 1500
         assert fake.applied_updates == len(
             done

@@ -36,7 +36,7 @@ import asyncio
 import collections
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 __all__ = ["AdaptiveLimiter"]
 
@@ -67,8 +67,10 @@ class AdaptiveLimiter:
         burst: int,
         max_retry_after: float,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._clock = clock
+        self._sleep = sleep
         self._max_concurrency = max_concurrency
         self._limit = float(max_concurrency)
         self._in_flight = 0
@@ -183,7 +185,7 @@ class AdaptiveLimiter:
             while True:
                 now = self._clock()
                 if now < self._paused_until:
-                    await asyncio.sleep(self._paused_until - now)
+                    await self._sleep(self._paused_until - now)
                     continue
                 rate = self.effective_rate
                 if rate is None:
@@ -194,7 +196,7 @@ class AdaptiveLimiter:
                     self._tat = max(self._tat, now) + interval
                     return
                 # The rate may rise while we sleep (slow start): wake soon and look again.
-                await asyncio.sleep(min(send_at - now, MAX_PACING_SLEEP))
+                await self._sleep(min(send_at - now, MAX_PACING_SLEEP))
 
     # -- feedback -------------------------------------------------------------------------------
 
@@ -232,7 +234,6 @@ class AdaptiveLimiter:
         self._sends.clear()
 
     def _pause(self, now: float, seconds: float) -> float:
-        seconds = min(seconds, self._max_retry_after)
         self._paused_until = max(self._paused_until, now + seconds)
         return seconds
 

@@ -1,31 +1,19 @@
-"""The one place bulk work reaches the request engine: send a character update, read stats.
+"""The one place bulk work reaches the request engine: send a character update, judge an error.
 
-Everything in ``bulk/`` goes through ``send_update`` and ``is_fatal``; nothing else here knows how
-the engine is built. (Until the engine's ``Session.call(endpoint, request, trace=...)`` lands,
-this adapts the client's call path with a stand-in trace of the same shape.)
+Everything in ``bulk/`` sends through ``send_update`` and asks ``is_fatal``; the session and the
+character listing are the engine's and the resources' public interfaces.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
-from attrs import define
-
-from .. import protocol
-from ..errors import APIStatusError, ConvaiError
+from .._engine.session import CallTrace, Session
+from .._wire import protocol
+from ..errors import ConvaiError
 from ..models import Character, CharacterUpdate
 
-__all__ = ["BulkSession", "CallTrace", "CharacterSource", "is_fatal", "send_update"]
-
-
-class BulkSession(Protocol):
-    """What bulk work needs of the engine."""
-
-    @property
-    def max_concurrency(self) -> int: ...
-
-    @property
-    def stats(self) -> Any: ...
+__all__ = ["CallTrace", "CharacterSource", "Session", "is_fatal", "send_update"]
 
 
 class CharacterSource(Protocol):
@@ -34,29 +22,10 @@ class CharacterSource(Protocol):
     async def list(self) -> list[Character]: ...
 
 
-@define
-class CallTrace:
-    """What one logical call saw: its attempts, and whether any may have reached the server."""
-
-    attempts: int = 0
-    request_sent_unanswered: bool = False
-    first_error: ConvaiError | None = None
-    answered: bool = False
-
-    @property
-    def request_sent(self) -> bool:
-        # Conservative: an answer, an ambiguous transport error, or more than one attempt.
-        return self.answered or self.request_sent_unanswered or self.attempts > 1
-
-
-async def send_update(session: Any, update: CharacterUpdate, trace: CallTrace) -> None:
-    """Send one update through the engine (limiter, retries); raise its ConvaiError on failure."""
-    try:
-        await session._call(protocol.CHARACTER_UPDATE, update, trace)
-    except APIStatusError:
-        trace.answered = True
-        raise
-    trace.answered = True
+async def send_update(session: Session, update: CharacterUpdate, trace: CallTrace) -> None:
+    """Send one update through the session (limiter, retries; patient with 429s, as bulk runs
+    are); raise its ConvaiError on failure. ``trace`` says whether it may have been sent."""
+    await session.call(protocol.CHARACTER_UPDATE, update, trace=trace, patient=True)
 
 
 def is_fatal(error: ConvaiError | None) -> bool:

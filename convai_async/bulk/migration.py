@@ -18,7 +18,7 @@ from attrs import frozen
 from .. import _validation as check
 from ..errors import ValidationError
 from ..models import Character, CharacterUpdate
-from ._session import BulkSession, CharacterSource
+from ._session import CharacterSource, Session
 from .format import Header, PlanArgs, PlanEnd, PlanLine, Values
 from .index import JournalIndex, State, index_journal
 from .journal import BadLine, JournalWriter, read_header, read_lines
@@ -233,7 +233,7 @@ def _open(plan: MigrationPlan, journal: str) -> tuple[JournalWriter, Iterator[Wo
 
 
 async def apply_plan(
-    session: BulkSession,
+    session: Session,
     plan: MigrationPlan,
     *,
     journal: str | os.PathLike[str] | None = None,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import ValidationError
 from ..models import CharacterUpdate
-from ._session import BulkSession, CharacterSource
+from ._session import CharacterSource, Session
 from .format import Intent, RollbackOf, Values
 from .index import JournalIndex, State, index_journal
 from .journal import BadLine, JournalWriter, read_header, read_lines
@@ -167,7 +167,7 @@ def _open(journal: Path, target: Path, force: bool) -> tuple[JournalWriter, Jour
 
 
 async def rollback(
-    session: BulkSession,
+    session: Session,
     characters: CharacterSource,
     journal: str | os.PathLike[str],
     *,

@@ -23,7 +23,7 @@ from attrs import define, field, frozen
 
 from ..errors import ConvaiError, JournalError, ValidationError
 from ..models import CharacterUpdate
-from ._session import BulkSession, CallTrace, is_fatal, send_update
+from ._session import CallTrace, Session, is_fatal, send_update
 from .format import FORMAT_NAME, JOURNAL_VERSION, Header, Intent, Outcome, Values
 from .index import JournalIndex, State, fingerprint, index_journal
 from .journal import JournalWriter, now, read_header
@@ -111,7 +111,7 @@ class _Run:
     """One run: ``max_concurrency`` workers pull from the shared input (no task per item);
     ``credits`` bounds how far the input is read ahead of the results handed out."""
 
-    session: BulkSession
+    session: Session
     writer: JournalWriter | None
     pull: Callable[[], Awaitable[Any]]
     to_item: Callable[[int, Any], WorkItem]
@@ -259,7 +259,7 @@ class _Run:
 
 
 async def stream_items(
-    session: BulkSession,
+    session: Session,
     items: Iterable[Any] | AsyncIterable[Any],
     to_item: Callable[[int, Any], WorkItem],
     *,
@@ -368,7 +368,7 @@ def new_header(kind: str, **extra: Any) -> Header:
 
 
 async def stream_bulk(
-    session: BulkSession,
+    session: Session,
     updates: Iterable[Any] | AsyncIterable[Any],
     *,
     journal: str | os.PathLike[str] | None = None,
@@ -383,7 +383,7 @@ async def stream_bulk(
 
 
 async def collect(
-    session: BulkSession,
+    session: Session,
     results: Callable[[list[str]], AsyncIterator[UpdateResult]],
     *,
     total: int | None,
@@ -416,7 +416,7 @@ async def collect(
 
 
 async def run_bulk(
-    session: BulkSession,
+    session: Session,
     updates: Iterable[Any] | AsyncIterable[Any],
     *,
     journal: str | os.PathLike[str] | None = None,
