@@ -28,7 +28,7 @@ from ._version import __version__
 from .bulk import BulkReport, MigrationPlan, ProgressCallback, RollbackReport, UpdateResult
 from .bulk import migration as bulk_migration
 from .bulk import rollback as bulk_rollback
-from .bulk import runner as bulk_runner
+from .bulk import updates as bulk_updates
 from .defaults import (
     API_KEY_ENV,
     DEFAULT_BASE_URL,
@@ -218,7 +218,7 @@ class ConvaiClient:
     ) -> AsyncIterator[UpdateResult]:
         """Apply updates concurrently, yielding one UpdateResult per input item as each finishes.
         Setting ``stop`` ends the run gracefully: no new input is read, in-flight items finish."""
-        return bulk_runner.stream_bulk(self._session, updates, journal=journal, stop=stop)
+        return bulk_updates.stream_bulk(self._session, updates, journal=journal, stop=stop)
 
     async def bulk_update(
         self,
@@ -230,7 +230,7 @@ class ConvaiClient:
         stop: asyncio.Event | None = None,
     ) -> BulkReport:
         """Apply every update; never raises for a per-item failure. See ``BulkReport``."""
-        return await bulk_runner.run_bulk(
+        return await bulk_updates.run_bulk(
             self._session, updates, journal=journal, on_progress=on_progress, total=total, stop=stop
         )
 
@@ -268,9 +268,9 @@ class ConvaiClient:
         stop: asyncio.Event | None,
         **values: Any,
     ) -> BulkReport:
-        return await bulk_runner.run_bulk(
+        return await bulk_updates.run_bulk(
             self._session,
-            bulk_runner.updates_for(char_ids, **values),
+            bulk_updates.updates_for(char_ids, **values),
             journal=journal,
             on_progress=on_progress,
             total=len(char_ids) if isinstance(char_ids, Sequence) else None,

@@ -5,12 +5,13 @@ refusals, its own resumable journal)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from convai_async import ConvaiClient, ValidationError
+from convai_async import ConvaiClient, JournalError, ValidationError
 from convai_async.bulk import default_rollback_journal
 from convai_async.bulk.format import (
     Header,
@@ -22,7 +23,7 @@ from convai_async.bulk.format import (
     decode,
     encode,
 )
-from convai_async.bulk.journal import read_lines
+from convai_async.bulk.journal import JournalWriter, read_lines
 from convai_async.testing import FakeConvai, Faults
 
 from .conftest import CANARY_KEY, ClientFactory
@@ -316,3 +317,19 @@ async def test_an_interrupted_rollback_resumes_from_its_own_journal(
     assert second.already_applied >= first.succeeded
     assert second.ok
     assert snapshot(fake) == original
+
+
+async def test_rollback_is_refused_while_the_migration_journal_is_held(
+    fake: FakeConvai, client: ConvaiClient, tmp_path: Path
+) -> None:
+    journal = tmp_path / "m.jsonl"
+    await client.apply(await client.plan_migration(to_model="gpt-4.1"), journal)
+    sent = fake.request_counts["/character/update"]
+    holder = JournalWriter.open(journal)  # as a migration resuming on it would
+    try:
+        with pytest.raises(JournalError, match=rf"pid {os.getpid()}\b"):
+            await client.rollback(journal)
+    finally:
+        holder.close()
+    assert fake.request_counts["/character/update"] == sent
+    assert (await client.rollback(journal)).ok

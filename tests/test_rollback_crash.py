@@ -109,8 +109,9 @@ def kill_point(rng: random.Random) -> Callable[[bytes], bool]:
 
 
 async def resume_and_roll_back(fake: FakeConvai, journal: Path) -> None:
+    fake.faults = Faults()  # the latency only served to catch the child mid-run
     async with ConvaiClient(
-        api_key=CANARY_KEY, base_url=fake.url, max_concurrency=8, retry=FAST_RETRY
+        api_key=CANARY_KEY, base_url=fake.url, max_concurrency=16, retry=FAST_RETRY
     ) as client:
         plan = await client.plan_migration(to_model="gpt-4.1", temperature=0.4)
         resumed = await client.apply(plan, journal)  # the same command again

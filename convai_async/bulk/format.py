@@ -22,6 +22,9 @@ Nothing in a line comes from a request's headers: the journal never holds a secr
 from __future__ import annotations
 
 import json
+import os
+import secrets
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
@@ -46,6 +49,8 @@ __all__ = [
     "decode",
     "encode",
     "make_converter",
+    "new_header",
+    "now",
 ]
 
 FORMAT_NAME = "convai-async-journal"
@@ -170,6 +175,24 @@ def _strict_bool(value: Any, _: Any) -> bool:
     if not isinstance(value, bool):
         raise LineError(f"expected true or false, got {type(value).__name__}")
     return value
+
+
+def now() -> str:
+    """The time, as journal lines record it (UTC, milliseconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_header(kind: str, **extra: Any) -> Header:
+    """The first line of a new journal of ``kind`` (a fresh random run id)."""
+    return Header(
+        format=FORMAT_NAME,
+        v=JOURNAL_VERSION,
+        kind=kind,
+        run=secrets.token_hex(8),
+        created=now(),
+        pid=os.getpid(),
+        **extra,
+    )
 
 
 def make_converter() -> Converter:

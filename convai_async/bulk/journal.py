@@ -42,22 +42,18 @@ from .format import (
     Resumed,
     decode,
     encode,
+    now,
 )
 
 __all__ = [
     "BadLine",
     "JournalWriter",
     "new_journal_path",
-    "now",
     "read_header",
     "read_lines",
 ]
 
 MAX_PENDING_OUTCOMES = 512  # outcome lines buffered before a write is started for them alone
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def new_journal_path(directory: str | os.PathLike[str], prefix: str) -> Path:

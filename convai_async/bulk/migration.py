@@ -19,11 +19,11 @@ from .. import _validation as check
 from ..errors import ValidationError
 from ..models import Character, CharacterUpdate
 from ._session import CharacterSource, Session
-from .format import Header, PlanArgs, PlanEnd, PlanLine, Values
+from .format import Header, PlanArgs, PlanEnd, PlanLine, Values, new_header
 from .index import JournalIndex, State, index_journal
 from .journal import BadLine, JournalWriter, read_header, read_lines
 from .report import BulkReport, ProgressCallback, UpdateResult, UpdateStatus
-from .runner import WorkItem, collect, new_header, stream_items, values_of
+from .runner import WorkItem, collect, stream_items, values_of
 
 __all__ = ["MigrationPlan", "PlannedChange", "apply_plan", "plan_migration"]
 

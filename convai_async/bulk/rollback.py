@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import ValidationError
 from ..models import CharacterUpdate
 from ._session import CharacterSource, Session
-from .format import Intent, RollbackOf, Values
+from .format import Intent, RollbackOf, Values, new_header
 from .index import JournalIndex, State, index_journal
 from .journal import BadLine, JournalWriter, read_header, read_lines
 from .report import (
@@ -31,7 +31,7 @@ from .report import (
     UpdateResult,
     UpdateStatus,
 )
-from .runner import WorkItem, collect, new_header, stream_items
+from .runner import WorkItem, collect, stream_items
 
 __all__ = ["default_rollback_journal", "rollback"]
 
@@ -183,25 +183,31 @@ async def rollback(
     target = target or default_rollback_journal(path)
     writer, done = _open(path, target, force)
     try:
-        fleet = {c.char_id: (c.model, c.temperature) for c in await characters.list()}
+        # No migration may resume on this journal meanwhile (nor be running on it now).
+        migration = JournalWriter.open(path)
     except BaseException:
         writer.close()
         raise
-    conflicts: list[Conflict] = []
-    tally, fields = await collect(
-        session,
-        lambda abort: stream_items(
+    try:
+        fleet = {c.char_id: (c.model, c.temperature) for c in await characters.list()}
+        conflicts: list[Conflict] = []
+        tally, fields = await collect(
             session,
-            _items(path, fleet, done, force, conflicts),
-            _as_is,
-            writer=writer,
+            lambda abort: stream_items(
+                session,
+                _items(path, fleet, done, force, conflicts),
+                _as_is,
+                writer=writer,
+                stop=stop,
+                abort=abort,
+            ),
+            total=None,
+            on_progress=on_progress,
             stop=stop,
-            abort=abort,
-        ),
-        total=None,
-        on_progress=on_progress,
-        stop=stop,
-    )
+        )
+    finally:
+        writer.close()  # already closed by the run, unless the listing failed
+        migration.close()
     return RollbackReport(
         **fields,
         journal=os.fspath(target),

@@ -13,29 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
-import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
 from attrs import define, field, frozen
 
-from ..errors import ConvaiError, JournalError, ValidationError
+from ..errors import ConvaiError, JournalError
 from ..models import CharacterUpdate
 from ._session import CallTrace, Session, is_fatal, send_update
-from .format import FORMAT_NAME, JOURNAL_VERSION, Header, Intent, Outcome, Values
-from .index import JournalIndex, State, fingerprint, index_journal
-from .journal import JournalWriter, now, read_header
-from .report import BulkReport, ProgressCallback, Tally, UpdateResult, UpdateStatus
+from .format import Intent, Outcome, Values
+from .journal import JournalWriter
+from .report import ProgressCallback, Tally, UpdateResult, UpdateStatus
 
 __all__ = [
     "WorkItem",
     "collect",
-    "run_bulk",
-    "stream_bulk",
     "stream_items",
-    "updates_for",
     "values_of",
 ]
 
@@ -59,27 +53,6 @@ class WorkItem:
 
 def values_of(update: CharacterUpdate) -> Values:
     return Values(update.model, update.temperature)
-
-
-def updates_for(
-    char_ids: Iterable[str] | AsyncIterable[str], **values: Any
-) -> Iterator[CharacterUpdate | UpdateResult] | AsyncIterator[CharacterUpdate | UpdateResult]:
-    """Lazily turn IDs into updates; an invalid ID becomes a FAILED result, not an exception."""
-
-    def update(char_id: str) -> CharacterUpdate | UpdateResult:
-        try:
-            return CharacterUpdate(char_id, **values)
-        except ValidationError as error:
-            return UpdateResult(0, str(char_id), None, UpdateStatus.FAILED, error=error)
-
-    if isinstance(char_ids, AsyncIterable):
-
-        async def generate() -> AsyncIterator[CharacterUpdate | UpdateResult]:
-            async for char_id in char_ids:
-                yield update(char_id)
-
-        return generate()
-    return map(update, char_ids)
 
 
 _EXHAUSTED = object()
@@ -296,92 +269,6 @@ async def stream_items(
             await writer.aclose()
 
 
-# -- plain bulk updates -------------------------------------------------------------------------
-
-
-def _bulk_item(index: JournalIndex | None) -> Callable[[int, Any], WorkItem]:
-    """Input item -> WorkItem, deciding from a resumed journal what is already done."""
-
-    def to_item(position: int, raw: Any) -> WorkItem:
-        if isinstance(raw, UpdateResult):
-            return WorkItem(position, raw.char_id, decided=attrs.evolve(raw, index=position))
-        if not isinstance(raw, CharacterUpdate):
-            error = ValidationError(
-                f"updates[{position}]", f"expected a CharacterUpdate, got {type(raw).__name__}"
-            )
-            failed = UpdateResult(position, str(raw)[:80], None, UpdateStatus.FAILED, error=error)
-            return WorkItem(position, failed.char_id, decided=failed)
-        if index is None:
-            return WorkItem(position, raw.char_id, raw)
-        return _resumed(index, position, raw)
-
-    return to_item
-
-
-def _resumed(index: JournalIndex, position: int, update: CharacterUpdate) -> WorkItem:
-    state = index.state(position)
-    char_id = update.char_id
-    if state is State.APPLIED and index.applied(position, fingerprint(char_id, values_of(update))):
-        done = UpdateResult(
-            position, char_id, update, UpdateStatus.ALREADY_APPLIED, reason="in journal"
-        )
-        return WorkItem(position, char_id, update, decided=done)
-    later = index.superseded_by.get(char_id)
-    if state is State.SUPERSEDED or (later is not None and later > position):
-        reason = "a later update of this character was applied"
-        done = UpdateResult(position, char_id, update, UpdateStatus.SUPERSEDED, reason=reason)
-        return WorkItem(position, char_id, update, decided=done)
-    bad = index.bad.get(position)
-    if bad is not None:
-        error = ValidationError("journal", f"{bad.describe()} (this item was not sent)")
-        failed = UpdateResult(position, char_id, update, UpdateStatus.FAILED, error=error)
-        return WorkItem(position, char_id, update, decided=failed)
-    return WorkItem(position, char_id, update)
-
-
-def open_bulk_journal(path: str | os.PathLike[str]) -> tuple[JournalWriter, JournalIndex | None]:
-    """Lock and start (or resume) a bulk journal. Errors here come before anything is sent."""
-    writer = JournalWriter.open(path)
-    try:
-        header = read_header(path, kind="bulk")
-        if header is None:
-            writer.start([new_header("bulk")])
-            return writer, None
-        index = index_journal(path, fingerprints=True)
-        writer.resumed()
-    except BaseException:
-        writer.close()
-        raise
-    return writer, index
-
-
-def new_header(kind: str, **extra: Any) -> Header:
-    return Header(
-        format=FORMAT_NAME,
-        v=JOURNAL_VERSION,
-        kind=kind,
-        run=secrets.token_hex(8),
-        created=now(),
-        pid=os.getpid(),
-        **extra,
-    )
-
-
-async def stream_bulk(
-    session: Session,
-    updates: Iterable[Any] | AsyncIterable[Any],
-    *,
-    journal: str | os.PathLike[str] | None = None,
-    stop: asyncio.Event | None = None,
-) -> AsyncIterator[UpdateResult]:
-    """``client.stream_updates``: one UpdateResult per input item, as each finishes. With a
-    journal that already exists, items it records as applied are not sent again, nor an earlier
-    update of a character whose later update was applied."""
-    writer, index = open_bulk_journal(journal) if journal is not None else (None, None)
-    async for result in stream_items(session, updates, _bulk_item(index), writer=writer, stop=stop):
-        yield result
-
-
 async def collect(
     session: Session,
     results: Callable[[list[str]], AsyncIterator[UpdateResult]],
@@ -413,28 +300,3 @@ async def collect(
         stopped=stop is not None and stop.is_set(),
     )
     return tally, fields
-
-
-async def run_bulk(
-    session: Session,
-    updates: Iterable[Any] | AsyncIterable[Any],
-    *,
-    journal: str | os.PathLike[str] | None = None,
-    on_progress: ProgressCallback | None = None,
-    total: int | None = None,
-    stop: asyncio.Event | None = None,
-) -> BulkReport:
-    """``client.bulk_update``: run to the end and report. Per-item failures never raise."""
-    if total is None and isinstance(updates, (list, tuple)):
-        total = len(updates)
-    writer, index = open_bulk_journal(journal) if journal is not None else (None, None)
-    _, fields = await collect(
-        session,
-        lambda abort: stream_items(
-            session, updates, _bulk_item(index), writer=writer, stop=stop, abort=abort
-        ),
-        total=total,
-        on_progress=on_progress,
-        stop=stop,
-    )
-    return BulkReport(**fields, journal=os.fspath(journal) if journal is not None else None)
