@@ -16,6 +16,7 @@ from convai_async.bulk import default_rollback_journal
 from convai_async.bulk.format import (
     Header,
     Intent,
+    Outcome,
     PlanArgs,
     PlanEnd,
     PlanLine,
@@ -333,3 +334,31 @@ async def test_rollback_is_refused_while_the_migration_journal_is_held(
         holder.close()
     assert fake.request_counts["/character/update"] == sent
     assert (await client.rollback(journal)).ok
+
+
+async def test_a_bad_plan_line_fails_that_item_on_resume_and_the_rest_goes_on(
+    fake: FakeConvai, client: ConvaiClient, tmp_path: Path
+) -> None:
+    journal = tmp_path / "m.jsonl"
+    plan = await client.plan_migration(to_model="gpt-4.1", temperature=0.4)
+    fake.faults = Faults(quota=sum(fake.request_counts.values()) + 10)
+    first = await client.apply(plan, journal)
+    assert first.succeeded == 10
+    fake.faults = Faults()
+    text = journal.read_bytes().split(b"\n")
+    applied = {o.i for o in lines(journal) if isinstance(o, Outcome) and o.s == "applied"}
+    number = next(
+        n
+        for n, raw in enumerate(text)
+        if raw.startswith(b'{"k":"plan"') and decode(raw).i not in applied  # type: ignore[union-attr]
+    )
+    victim = decode(text[number])
+    assert isinstance(victim, PlanLine)
+    text[number] = text[number].replace(b'"i":', b'"i":"', 1)  # a wrong type
+    journal.write_bytes(b"\n".join(text))
+    resumed = await client.apply(plan, journal)
+    assert not resumed.ok
+    assert resumed.failed == 1
+    assert f"line {number + 1}:" in str(resumed.failures[0].error)
+    assert resumed.succeeded == 50 - 10 - 1
+    assert snapshot(fake)[victim.c] != ("gpt-4.1", 0.4)
