@@ -4,6 +4,7 @@ unique names, and write-ahead as the server sees it (FakeConvai over real socket
 from __future__ import annotations
 
 import asyncio
+import random
 import stat
 import sys
 import textwrap
@@ -21,10 +22,12 @@ from convai_async.bulk.format import (
     LineError,
     Outcome,
     PlanArgs,
+    PlanLine,
     Values,
     decode,
     encode,
 )
+from convai_async.bulk.format import _generic as generic_line
 from convai_async.bulk.journal import BadLine, JournalWriter, read_header, read_lines
 from convai_async.testing import FakeConvai
 
@@ -207,3 +210,24 @@ async def test_no_request_reaches_the_server_before_its_intent_is_on_disk(tmp_pa
     assert report.succeeded == 300
     assert fake.applied_updates == 300
     assert fake.unjournaled == []
+
+
+def test_the_compiled_encoders_write_what_the_converter_writes() -> None:
+    rng = random.Random(7)
+    models = [None, "gpt-4.1", 'mo"dél\\x', "\u2028"]
+    temperatures = [None, 0.0, 0.4, 1.0, 0.123456789, 1]
+
+    def values() -> Values:
+        return Values(rng.choice(models), rng.choice(temperatures))
+
+    makers = [
+        lambda: Intent(rng.randrange(10**9), rng.choice(["a", 'ü"x', "c\n"]), values(), values()),
+        lambda: Intent(rng.randrange(10), "c", values()),
+        lambda: Outcome(rng.randrange(10**6), "failed", rng.random() < 0.5, 2, 'E: "x"\u2028'),
+        lambda: Outcome(rng.randrange(10**6), "applied"),
+        lambda: PlanLine(rng.randrange(100), "c", values(), rng.choice([None, values()])),
+    ]
+    for _ in range(3000):
+        line = rng.choice(makers)()
+        assert encode(line) == (generic_line(line) + "\n").encode()
+        assert decode(encode(line)) == line

@@ -206,7 +206,8 @@ class JournalWriter:
             self._flushing = None
 
     async def aclose(self) -> None:
-        """Write and fsync what is queued, release the lock, close. Idempotent."""
+        """Write and fsync what is queued, release the lock, close. Idempotent. A failure here
+        is kept in ``error`` (the lines lost are outcomes: those items stay in doubt)."""
         if self._fd < 0:
             return
         try:
@@ -217,8 +218,9 @@ class JournalWriter:
                 if self._pending and self.error is None:
                     data = b"".join(self._pending)
                     self._pending = []
-                    self._write_all(data)
-                    self._fsync()
+                    with contextlib.suppress(JournalError):
+                        self._write_all(data)
+                        self._fsync()
             finally:
                 self._release()
 

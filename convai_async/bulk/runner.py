@@ -263,10 +263,12 @@ async def stream_items(
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        if abort is not None and run.abort_reason is not None:
-            abort.append(run.abort_reason)
         if writer is not None:
             await writer.aclose()
+            if writer.error is not None and run.abort_reason is None:
+                run.abort_reason = f"JournalError: {writer.error}"  # outcomes left unwritten
+        if abort is not None and run.abort_reason is not None:
+            abort.append(run.abort_reason)
 
 
 async def collect(
