@@ -23,7 +23,7 @@ from .format import Header, PlanArgs, PlanEnd, PlanLine, Values, new_header
 from .index import JournalIndex, State, index_journal
 from .journal import BadLine, JournalWriter, read_header, read_lines
 from .report import BulkReport, ProgressCallback, UpdateResult, UpdateStatus
-from .runner import WorkItem, collect, stream_items, values_of
+from .runner import WorkItem, as_is, bad_line_item, collect, stream_items, values_of
 
 __all__ = ["MigrationPlan", "PlannedChange", "apply_plan", "plan_migration"]
 
@@ -180,7 +180,7 @@ def _recorded_items(journal: str, index: JournalIndex) -> Iterator[WorkItem]:
             return
         if isinstance(line, BadLine):
             if line.index is not None or line.char_id is not None:
-                yield _failed_line(line, journal)
+                yield bad_line_item(journal, line)
             continue
         if not isinstance(line, PlanLine) or line.set is None:
             continue
@@ -193,22 +193,9 @@ def _recorded_items(journal: str, index: JournalIndex) -> Iterator[WorkItem]:
         try:
             update = CharacterUpdate(line.c, model=line.set.model, temperature=line.set.temperature)
         except ValidationError as error:
-            yield _failed_line(BadLine(number, str(error), line.i, line.c), journal)
+            yield bad_line_item(journal, BadLine(number, str(error), line.i, line.c))
             continue
         yield WorkItem(line.i, line.c, update, line.was)
-
-
-def _failed_line(line: BadLine, journal: str) -> WorkItem:
-    error = ValidationError("journal", f"{journal} {line.describe()}")
-    index = line.index if line.index is not None else -line.number
-    char_id = line.char_id or f"(line {line.number})"
-    return WorkItem(
-        index, char_id, decided=UpdateResult(index, char_id, None, UpdateStatus.FAILED, error)
-    )
-
-
-def _as_is(_: int, item: WorkItem) -> WorkItem:
-    return item
 
 
 def _open(plan: MigrationPlan, journal: str) -> tuple[JournalWriter, Iterator[WorkItem], int]:
@@ -248,7 +235,7 @@ async def apply_plan(
         writer, items, total = _open(plan, os.fspath(journal))
     _, fields = await collect(
         session,
-        lambda abort: stream_items(session, items, _as_is, writer=writer, stop=stop, abort=abort),
+        lambda abort: stream_items(session, items, as_is, writer=writer, stop=stop, abort=abort),
         total=total,
         on_progress=on_progress,
         stop=stop,

@@ -31,7 +31,7 @@ from .report import (
     UpdateResult,
     UpdateStatus,
 )
-from .runner import WorkItem, collect, stream_items
+from .runner import WorkItem, as_is, bad_line_item, collect, stream_items
 
 __all__ = ["default_rollback_journal", "rollback"]
 
@@ -102,7 +102,7 @@ def _items(
     for number, line in read_lines(journal):
         if isinstance(line, BadLine):
             if line.kind in (None, "intent"):  # an intent we cannot read: say so, go on
-                yield _bad_item(journal, line)
+                yield bad_line_item(journal, line)
             continue
         if not isinstance(line, Intent):
             continue
@@ -120,19 +120,7 @@ def _items(
         try:
             yield _decide(line, fleet.get(line.c), force, conflicts)
         except ValidationError as error:  # an out-of-range value recorded in this line
-            yield _bad_item(journal, BadLine(number, str(error), line.i, line.c))
-
-
-def _bad_item(journal: Path, line: BadLine) -> WorkItem:
-    error = ValidationError("journal", f"{journal} {line.describe()}")
-    index = line.index if line.index is not None else -line.number
-    char_id = line.char_id or f"(line {line.number})"
-    result = UpdateResult(index, char_id, None, UpdateStatus.FAILED, error)
-    return WorkItem(index, char_id, decided=result)
-
-
-def _as_is(_: int, item: WorkItem) -> WorkItem:
-    return item
+            yield bad_line_item(journal, BadLine(number, str(error), line.i, line.c))
 
 
 def _open(journal: Path, target: Path, force: bool) -> tuple[JournalWriter, JournalIndex | None]:
@@ -196,7 +184,7 @@ async def rollback(
             lambda abort: stream_items(
                 session,
                 _items(path, fleet, done, force, conflicts),
-                _as_is,
+                as_is,
                 writer=writer,
                 stop=stop,
                 abort=abort,

@@ -13,21 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
 from attrs import define, field, frozen
 
-from ..errors import ConvaiError, JournalError
+from ..errors import ConvaiError, JournalError, ValidationError
 from ..models import CharacterUpdate
 from ._session import CallTrace, Session, is_fatal, send_update
 from .format import Intent, Outcome, Values
-from .journal import JournalWriter
+from .journal import BadLine, JournalWriter
 from .report import ProgressCallback, Tally, UpdateResult, UpdateStatus
 
 __all__ = [
     "WorkItem",
+    "as_is",
+    "bad_line_item",
     "collect",
     "stream_items",
     "values_of",
@@ -49,6 +52,21 @@ class WorkItem:
     was: Values | None = None
     decided: UpdateResult | None = None
     unrecorded: str | None = None
+
+
+def bad_line_item(journal: str | os.PathLike[str], line: BadLine) -> WorkItem:
+    """A FAILED item for a journal line that cannot be read, naming the line (and the item it
+    names, when it still does); the run goes on with the rest."""
+    error = ValidationError("journal", f"{os.fspath(journal)} {line.describe()}")
+    index = line.index if line.index is not None else -line.number
+    char_id = line.char_id or f"(line {line.number})"
+    result = UpdateResult(index, char_id, None, UpdateStatus.FAILED, error)
+    return WorkItem(index, char_id, decided=result)
+
+
+def as_is(_: int, item: WorkItem) -> WorkItem:
+    """``to_item`` for inputs that are WorkItems already (migrations, rollbacks)."""
+    return item
 
 
 def values_of(update: CharacterUpdate) -> Values:
