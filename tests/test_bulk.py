@@ -19,7 +19,7 @@ from convai_async import (
     ValidationError,
 )
 from convai_async.bulk.format import Intent, Outcome, Values, encode
-from convai_async.bulk.journal import read_lines
+from convai_async.bulk.reader import read_lines
 from convai_async.testing import FakeConvai, Faults
 
 from .conftest import CANARY_KEY, ClientFactory

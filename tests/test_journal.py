@@ -28,7 +28,8 @@ from convai_async.bulk.format import (
     encode,
 )
 from convai_async.bulk.format import _generic as generic_line
-from convai_async.bulk.journal import BadLine, JournalWriter, read_header, read_lines
+from convai_async.bulk.journal import JournalWriter
+from convai_async.bulk.reader import BadLine, read_header, read_lines
 from convai_async.testing import FakeConvai
 
 from .conftest import CANARY_KEY

@@ -24,7 +24,8 @@ from convai_async.bulk.format import (
     decode,
     encode,
 )
-from convai_async.bulk.journal import JournalWriter, read_lines
+from convai_async.bulk.journal import JournalWriter
+from convai_async.bulk.reader import read_lines
 from convai_async.testing import FakeConvai, Faults
 
 from .conftest import CANARY_KEY, ClientFactory

@@ -19,7 +19,7 @@ import pytest
 
 from convai_async import ConvaiClient, JournalError
 from convai_async.bulk.format import Intent, Outcome
-from convai_async.bulk.journal import read_lines
+from convai_async.bulk.reader import read_lines
 from convai_async.testing import FakeConvai, Faults
 
 from .conftest import CANARY_KEY, FAST_RETRY

@@ -1,9 +1,10 @@
 """Bulk updates, fleet migrations and rollbacks: streamed, write-ahead journaled, resumable.
 
-Layout: ``runner`` (the worker pool and write-ahead path), ``journal`` (the locked file, group
-commit, reading), ``format`` (the journal's line format and version), ``index`` (a compact
+Layout: ``runner`` (the worker pool and write-ahead path), ``journal`` (the locked writer, group
+commit), ``format`` (the journal's line format and version), ``index`` (a compact
 index for resume), ``migration`` (plan and apply), ``rollback`` (compare-and-set restore),
-``report`` (results and reports), ``_session`` (the one adapter to the request engine).
+``report`` (results and reports), ``reader`` (reading a journal as a stream), ``updates`` (plain
+bulk runs), ``_session`` (the one adapter to the request engine).
 The entry points are the client's methods; this package exports the types they return.
 """
 

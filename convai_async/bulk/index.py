@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from attrs import define, field
 
 from .format import Header, Intent, Outcome, PlanEnd, Values
-from .journal import BadLine, read_lines
+from .reader import BadLine, read_lines
 
 __all__ = ["JournalIndex", "State", "fingerprint", "index_journal"]
 

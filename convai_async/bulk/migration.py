@@ -21,7 +21,8 @@ from ..models import Character, CharacterUpdate
 from ._session import CharacterSource, Session
 from .format import Header, PlanArgs, PlanEnd, PlanLine, Values, new_header
 from .index import JournalIndex, State, index_journal
-from .journal import BadLine, JournalWriter, read_header, read_lines
+from .journal import JournalWriter
+from .reader import BadLine, read_header, read_lines
 from .report import BulkReport, ProgressCallback, UpdateResult, UpdateStatus
 from .runner import WorkItem, as_is, bad_line_item, collect, stream_items, values_of
 

@@ -22,7 +22,8 @@ from ..models import CharacterUpdate
 from ._session import CharacterSource, Session
 from .format import Intent, RollbackOf, Values, new_header
 from .index import JournalIndex, State, index_journal
-from .journal import BadLine, JournalWriter, read_header, read_lines
+from .journal import JournalWriter
+from .reader import BadLine, read_header, read_lines
 from .report import (
     FAILURE_SAMPLE,
     Conflict,

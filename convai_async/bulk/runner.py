@@ -24,7 +24,8 @@ from ..errors import ConvaiError, JournalError, ValidationError
 from ..models import CharacterUpdate
 from ._session import CallTrace, Session, is_fatal, send_update
 from .format import Intent, Outcome, Values
-from .journal import BadLine, JournalWriter
+from .journal import JournalWriter
+from .reader import BadLine
 from .report import ProgressCallback, Tally, UpdateResult, UpdateStatus
 
 __all__ = [

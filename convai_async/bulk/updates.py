@@ -19,7 +19,8 @@ from ..models import CharacterUpdate
 from ._session import Session
 from .format import new_header
 from .index import JournalIndex, State, fingerprint, index_journal
-from .journal import JournalWriter, read_header
+from .journal import JournalWriter
+from .reader import read_header
 from .report import BulkReport, ProgressCallback, UpdateResult, UpdateStatus
 from .runner import WorkItem, collect, stream_items, values_of
 
