@@ -1,6 +1,6 @@
 """The journal's cost: a journaled bulk run against an unjournaled one, and resume memory.
 
-    python -m benchmarks.journal                 # 64 in flight on loopback, 5 interleaved repeats
+    python -m benchmarks.journal                 # 64 in flight: loopback, then 50 ms of latency
     python -m benchmarks.journal --smoke         # tiny counts: checks that it still runs
     python -m benchmarks.journal --memory        # peak RSS resuming a 1,000,000-entry journal
 
@@ -59,9 +59,11 @@ def _measure(url: str, count: int, concurrency: int, journal: str | None) -> dic
     return dict(json.loads(done.stdout.splitlines()[-1]))
 
 
-def compare(count: int, concurrency: int, repeat: int, folder: Path) -> dict[str, Any]:
+def compare(
+    count: int, concurrency: int, repeat: int, folder: Path, latency: float = 0.0
+) -> dict[str, Any]:
     rows: dict[str, list[dict[str, Any]]] = {"unjournaled": [], "journaled": []}
-    with fake_server(characters=min(count, 5000)) as url:
+    with fake_server(characters=min(count, 5000), latency=latency) as url:
         _measure(url, min(count, 2000), concurrency, None)  # warm-up: connections, page cache
         for run in range(repeat):
             for name in rows:
@@ -75,7 +77,13 @@ def compare(count: int, concurrency: int, repeat: int, folder: Path) -> dict[str
     }
     ratio = medians["journaled"]["wall"] / medians["unjournaled"]["wall"]
     cpu_ratio = medians["journaled"]["cpu"] / medians["unjournaled"]["cpu"]
-    return {"medians": medians, "wall_ratio": ratio, "cpu_ratio": cpu_ratio, "ok": ratio <= TARGET}
+    return {
+        "latency": latency,
+        "medians": medians,
+        "wall_ratio": ratio,
+        "cpu_ratio": cpu_ratio,
+        "ok": ratio <= TARGET,
+    }
 
 
 def _synthetic_journal(path: Path, entries: int, in_doubt: int, char_ids: list[str]) -> None:
@@ -167,9 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory:
             row = memory(args.count if args.count != 20000 else 1_000_000, folder)
         elif args.smoke:
-            row = compare(500, 16, 1, folder)
+            row = {"loopback": compare(500, 16, 1, folder)}
         else:
-            row = compare(args.count, args.concurrency, args.repeat, folder)
+            row = {
+                "loopback": compare(args.count, args.concurrency, args.repeat, folder),
+                "latency_50ms": compare(
+                    args.count // 4, args.concurrency, args.repeat, folder, latency=0.05
+                ),
+            }
     print(json.dumps(row, indent=2))
     return 0
 

@@ -111,6 +111,10 @@ class _Run:
     credits: asyncio.Semaphore
     workers: int
     results: asyncio.Queue[UpdateResult | None] = field(factory=asyncio.Queue)
+    # journaled runs: items taken ahead by ``produce``, their intents already queued
+    ready: asyncio.Queue[tuple[WorkItem, asyncio.Future[None] | None] | None] = field(
+        factory=asyncio.Queue
+    )
     pulling: asyncio.Lock = field(factory=asyncio.Lock)
     # char_id -> None (an update in flight) or the queue of later updates waiting their turn
     busy: dict[str, collections.deque[asyncio.Future[None]] | None] = field(factory=dict)
@@ -119,9 +123,22 @@ class _Run:
     abort_reason: str | None = None
     failure: BaseException | None = None
 
-    async def work(self) -> None:
+    async def produce(self) -> None:
+        """Journaled runs: take items ahead of the workers (within ``credits``) and queue each
+        one's intent at once, so it is durable by the time a worker is free to send it."""
         try:
             while (taken := await self.take()) is not None:
+                self.ready.put_nowait(taken)
+        except Exception as error:  # noqa: BLE001 - the input itself failed: stop, tell the consumer
+            self.failure = self.failure or error
+        finally:
+            for _ in range(self.workers):
+                self.ready.put_nowait(None)
+
+    async def work(self) -> None:
+        next_taken = self.take if self.writer is None else self.ready.get
+        try:
+            while (taken := await next_taken()) is not None:
                 item, durable = taken
                 result = item.decided or await self.in_turn(item, durable)
                 self.finish(item, result)
@@ -272,6 +289,8 @@ async def stream_items(
         workers=workers_count,
     )
     workers = [asyncio.create_task(run.work()) for _ in range(workers_count)]
+    if writer is not None:
+        workers.append(asyncio.create_task(run.produce()))
     try:
         while (result := await run.results.get()) is not None:
             run.credits.release()
