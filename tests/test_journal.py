@@ -232,3 +232,20 @@ def test_the_compiled_encoders_write_what_the_converter_writes() -> None:
         line = rng.choice(makers)()
         assert encode(line) == (generic_line(line) + "\n").encode()
         assert decode(encode(line)) == line
+
+
+async def test_a_window_starts_when_it_is_full_or_when_someone_waits(tmp_path: Path) -> None:
+    writer = JournalWriter.open(tmp_path / "j.jsonl")
+    writer.start([])
+    writer.window = 10
+    syncs, writes = writer.syncs, writer.writes
+    early = [writer.intend(Intent(i, "c", Values(temperature=0.1))) for i in range(5)]
+    await asyncio.sleep(0)  # one loop iteration: a flush, had one been started, writes now
+    assert (writer.writes, writer.syncs) == (writes, syncs)  # five, nobody waiting: not yet
+    writer.need(early[0])
+    await asyncio.gather(*early)
+    assert writer.syncs == syncs + 1  # one fsync for all five
+    full = [writer.intend(Intent(i, "c", Values(temperature=0.1))) for i in range(5, 15)]
+    await asyncio.gather(*full)  # a full window goes without anyone asking
+    assert writer.syncs == syncs + 2
+    await writer.aclose()

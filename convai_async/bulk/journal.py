@@ -3,9 +3,10 @@
 Write-ahead: ``intend`` queues an intent line and returns a future that completes once the line is
 written and fsynced; the caller sends its request only then. Intents queued while a write and
 fsync are in progress share the next one (group commit: one ``write`` call per batch of lines,
-one fsync per window). Outcome lines ride along with the next batch. Every write's result is
-checked (short writes, ENOSPC, EFBIG): the first failure is a ``JournalError`` for every waiting
-intent and the writer refuses further lines.
+one fsync per window). A window starts when ``window`` intents are queued or when a caller is
+about to wait for one (``need``), whichever comes first. Outcome lines ride along with the next
+batch. Every write's result is checked (short writes, ENOSPC, EFBIG): the first failure is a
+``JournalError`` for every waiting intent and the writer refuses further lines.
 
 One writer per journal: the file is locked with ``flock`` for the writer's lifetime, and its pid
 is kept in a ``<journal>.lock`` sidecar so a refused second writer can name the holder.
@@ -74,6 +75,8 @@ class JournalWriter:
         self.error: JournalError | None = None
         self.writes = 0  # write calls made (one per batch of lines)
         self.syncs = 0  # fsyncs made (one per window of intents)
+        self.window = 1  # intents that start a write and fsync without anyone waiting yet
+        self._wanted = False  # someone waits on a queued intent: write and fsync now
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> JournalWriter:
@@ -162,8 +165,15 @@ class JournalWriter:
             return future
         self._pending.append(encode(line))
         self._waiters.append(future)
-        self._kick()
+        if len(self._waiters) >= self.window:
+            self._kick()
         return future
+
+    def need(self, future: asyncio.Future[None]) -> None:
+        """The caller is about to wait for this intent: make sure a write and fsync is coming."""
+        if not future.done():
+            self._wanted = True
+            self._kick()
 
     def record(self, line: Line) -> None:
         """Queue an outcome line; it is written with the next batch (or at ``aclose``)."""
@@ -178,11 +188,12 @@ class JournalWriter:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
-        """Started on the first queued line: by the time it runs, every worker that took an item
-        in the same loop iteration has queued its intent, so they share one write and fsync."""
+        """Started when a window is due: by the time it runs, every intent queued in the same
+        loop iteration is in it, and those queued during an fsync share the next one."""
         loop = asyncio.get_running_loop()
         try:
-            while self._pending and self.error is None:
+            while self._due():
+                self._wanted = False
                 data = b"".join(self._pending)
                 waiters = self._waiters
                 self._pending, self._waiters = [], []
@@ -203,6 +214,16 @@ class JournalWriter:
                     waiter.set_exception(self.error)
         finally:
             self._flushing = None
+
+    def _due(self) -> bool:
+        if self.error is not None or not self._pending:
+            return False
+        waiting = len(self._waiters)
+        return (
+            waiting >= self.window
+            or (self._wanted and waiting > 0)
+            or len(self._pending) >= MAX_PENDING_OUTCOMES
+        )
 
     async def aclose(self) -> None:
         """Write and fsync what is queued, release the lock, close. Idempotent. A failure here

@@ -210,6 +210,8 @@ class _Run:
 
     async def send(self, item: WorkItem, durable: asyncio.Future[None] | None) -> UpdateResult:
         if durable is not None:
+            if self.writer is not None:
+                self.writer.need(durable)
             try:
                 await durable  # write-ahead: nothing is sent before its intent is on disk
             except JournalError as error:
@@ -290,6 +292,7 @@ async def stream_items(
     )
     workers = [asyncio.create_task(run.work()) for _ in range(workers_count)]
     if writer is not None:
+        writer.window = max(1, workers_count // 2)  # fsync about twice per round of requests
         workers.append(asyncio.create_task(run.produce()))
     try:
         while (result := await run.results.get()) is not None:
