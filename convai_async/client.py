@@ -25,6 +25,7 @@ from ._engine.retry import DEFAULT_RETRY, Retrier, RetryPolicy
 from ._engine.session import ClientStats, Session
 from ._engine.transport import AiohttpTransport
 from ._version import __version__
+from ._wire.secrets import Secret
 from .bulk import BulkReport, MigrationPlan, ProgressCallback, RollbackReport, UpdateResult
 from .bulk import migration as bulk_migration
 from .bulk import rollback as bulk_rollback
@@ -33,6 +34,7 @@ from .defaults import (
     API_KEY_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_BURST,
+    DEFAULT_CLOSE_GRACE,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_LIST_RESPONSE_BYTES,
@@ -49,6 +51,7 @@ from .resources import Characters, LlmModels
 __all__ = [
     "API_KEY_ENV",
     "DEFAULT_BASE_URL",
+    "DEFAULT_CLOSE_GRACE",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_RETRY",
@@ -59,6 +62,42 @@ __all__ = [
 ]
 
 Journal = str | os.PathLike[str]
+MAX_CONCURRENCY = 10_000
+MAX_BURST = 1_000_000
+MAX_RETRIES = 1_000
+MAX_RESPONSE_BYTES = 1 << 40
+MAX_REQUESTS_PER_SECOND = 1e6
+
+
+def _api_key_from(api_key: Any) -> Secret:
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV)
+        if api_key is None:
+            raise ValidationError("api_key", f"not given and ${API_KEY_ENV} is not set")
+    return check.secret("api_key", api_key)
+
+
+def _checked_retry(policy: Any) -> RetryPolicy:
+    """The policy, each of its numbers checked as the client's own options are."""
+    if not isinstance(policy, RetryPolicy):
+        raise ValidationError("retry", f"must be a RetryPolicy, got {type(policy).__name__}")
+    return evolve(
+        policy,
+        max_retries=check.whole(
+            "retry.max_retries", policy.max_retries, minimum=0, maximum=MAX_RETRIES
+        ),
+        initial_wait=check.seconds("retry.initial_wait", policy.initial_wait, allow_zero=True),
+        multiplier=check.positive("retry.multiplier", policy.multiplier, maximum=1000.0),
+        max_wait=check.seconds("retry.max_wait", policy.max_wait, allow_zero=True),
+        budget=check.whole("retry.budget", policy.budget, minimum=0, maximum=10**9),
+        retry_cost=check.whole("retry.retry_cost", policy.retry_cost, minimum=0, maximum=10**9),
+        timeout_cost=check.whole(
+            "retry.timeout_cost", policy.timeout_cost, minimum=0, maximum=10**9
+        ),
+        success_refund=check.whole(
+            "retry.success_refund", policy.success_refund, minimum=0, maximum=10**9
+        ),
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -89,9 +128,18 @@ def _checked_base_url(base_url: Any, allow_insecure_http: bool) -> str:
 class ConvaiClient:
     """An asyncio client for Convai's character-settings and custom-LLM APIs.
 
-    Share one instance across your application (one per event loop): it owns a pooled session
-    (created lazily in the running loop), a limiter that keeps at most ``max_concurrency``
-    requests in flight and adapts to 429s, and a retry budget shared by every call.
+    Share one instance across your application, one per event loop: it is bound to the loop
+    it first runs in, and raises ``WrongEventLoopError`` at once if used from another. It owns
+    a pooled session (created lazily in that loop), a limiter that keeps at most
+    ``max_concurrency`` requests in flight and adapts to 429s, and a retry budget shared by
+    every call.
+
+    Numbers: seconds (``timeout``, ``connect_timeout``, ``deadline``, ``max_retry_after``,
+    ``rate_limit_patience``) are real numbers above 0 and at most a year;
+    ``requests_per_second`` above 0 and at most 10**6; ``max_concurrency`` 1 to 10,000;
+    ``burst`` 1 to 10**6; ``max_retries`` 0 to 1,000; byte caps 1 to 2**40. Any real number
+    type is accepted (``Decimal``, ``Fraction``, numpy scalars); anything else, bool included,
+    raises ValidationError.
     """
 
     def __init__(
@@ -115,48 +163,58 @@ class ConvaiClient:
         allow_insecure_http: bool = False,
         trace_configs: Sequence[aiohttp.TraceConfig] | None = None,
     ) -> None:
-        if api_key is None:
-            api_key = os.environ.get(API_KEY_ENV)
-            if api_key is None:
-                raise ValidationError("api_key", f"not given and ${API_KEY_ENV} is not set")
-        key = check.secret("api_key", api_key)
+        key = _api_key_from(api_key)
+        del api_key  # from here on only the Secret: a traceback's locals never show the key
         self._base_url = _checked_base_url(base_url, allow_insecure_http)
-        timeout_s = check.positive("timeout", timeout)
+        timeout_s = check.seconds("timeout", timeout)
+        retry = _checked_retry(retry)
         if max_retries is not None:
-            retry = evolve(retry, max_retries=check.whole("max_retries", max_retries, minimum=0))
+            retry = evolve(
+                retry,
+                max_retries=check.whole("max_retries", max_retries, minimum=0, maximum=MAX_RETRIES),
+            )
         self._retry = retry
-        self._max_concurrency = check.whole("max_concurrency", max_concurrency, minimum=1)
+        self._max_concurrency = check.whole(
+            "max_concurrency", max_concurrency, minimum=1, maximum=MAX_CONCURRENCY
+        )
         transport = AiohttpTransport(
             base_url=self._base_url,
+            api_key=key,
             headers={
-                "CONVAI-API-KEY": key,
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 "User-Agent": f"convai-async/{__version__}",
             },
             timeout=timeout_s,
-            connect_timeout=min(check.positive("connect_timeout", connect_timeout), timeout_s),
+            connect_timeout=min(check.seconds("connect_timeout", connect_timeout), timeout_s),
             pool_size=self._max_concurrency,
             session=session,
             trace_configs=trace_configs,
         )
         limiter = AdaptiveLimiter(
             max_concurrency=self._max_concurrency,
-            requests_per_second=check.optional_positive("requests_per_second", requests_per_second),
-            burst=check.whole("burst", burst, minimum=1),
-            max_retry_after=check.positive("max_retry_after", max_retry_after),
+            requests_per_second=check.optional_positive(
+                "requests_per_second", requests_per_second, maximum=MAX_REQUESTS_PER_SECOND
+            ),
+            burst=check.whole("burst", burst, minimum=1, maximum=MAX_BURST),
+            max_retry_after=check.seconds("max_retry_after", max_retry_after),
         )
         self._session = Session(
             transport,
             limiter=limiter,
             max_concurrency=self._max_concurrency,
             retrier=Retrier(retry),
-            deadline=check.optional_positive("deadline", deadline),
-            max_retry_after=check.positive("max_retry_after", max_retry_after),
-            rate_limit_patience=check.positive("rate_limit_patience", rate_limit_patience),
-            max_response_bytes=check.whole("max_response_bytes", max_response_bytes, minimum=1),
+            deadline=check.optional_seconds("deadline", deadline),
+            max_retry_after=check.seconds("max_retry_after", max_retry_after),
+            rate_limit_patience=check.seconds("rate_limit_patience", rate_limit_patience),
+            max_response_bytes=check.whole(
+                "max_response_bytes", max_response_bytes, minimum=1, maximum=MAX_RESPONSE_BYTES
+            ),
             max_list_response_bytes=check.whole(
-                "max_list_response_bytes", max_list_response_bytes, minimum=1
+                "max_list_response_bytes",
+                max_list_response_bytes,
+                minimum=1,
+                maximum=MAX_RESPONSE_BYTES,
             ),
         )
         self._session.register_secret(key)
@@ -172,6 +230,7 @@ class ConvaiClient:
     # -- lifetime -------------------------------------------------------------------------------
 
     async def __aenter__(self) -> ConvaiClient:
+        self._session.check_loop()
         self._session.check_open()
         return self
 
@@ -183,9 +242,15 @@ class ConvaiClient:
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        """Close the session this client created (a session passed in is left open). Idempotent."""
-        await self._session.close()
+    async def close(self, *, grace: float = DEFAULT_CLOSE_GRACE) -> None:
+        """Close the client. Idempotent.
+
+        Calls waiting for a slot or a retry fail at once with ``ClientClosedError``; calls in
+        flight get ``grace`` seconds to finish, then are cancelled (``ClientClosedError`` with
+        ``request_sent=True``: the write may have been applied). Returns once nothing is being
+        sent and the session this client created is closed (a session passed in stays open):
+        no request leaves after that."""
+        await self._session.close(check.seconds("grace", grace, allow_zero=True))
 
     @property
     def closed(self) -> bool:

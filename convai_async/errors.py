@@ -4,7 +4,8 @@ The tree::
 
     ConvaiError
     ├── ValidationError (also ValueError)     bad input, raised before any request is sent
-    ├── ClientClosedError (also RuntimeError) the client was closed
+    ├── ClientClosedError (also RuntimeError) the client was closed (before or during the call)
+    ├── WrongEventLoopError (also RuntimeError) the client is used from another event loop
     ├── JournalError (also OSError)           a bulk journal cannot be written, read or locked
     ├── ModelInUseError                       deregister refused: characters still use the model
     ├── TransportError                        no HTTP answer was received
@@ -22,10 +23,15 @@ The tree::
         └── UnexpectedResponseError           other status, or a 2xx not of the documented shape
 
 No exception carries request headers, a response object or anything else that could hold the
-API key; messages are built from the status, the endpoint and the server's own message.
+API key; messages are built from the status, the endpoint and the server's own message, redacted.
+
+Every exception is an ordinary value: it pickles and deep-copies with its attributes (so one
+raised in a ``ProcessPoolExecutor`` job arrives intact), whatever its constructor's signature.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "APIStatusError",
@@ -46,11 +52,25 @@ __all__ = [
     "TransportError",
     "UnexpectedResponseError",
     "ValidationError",
+    "WrongEventLoopError",
 ]
 
 
 class ConvaiError(Exception):
     """Root of every exception this library raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # BaseException's own reduce calls ``cls(*args)``, which our keyword-only constructors
+        # refuse: rebuild without __init__ instead, then restore every attribute.
+        return (_rebuilt, (type(self), self.args, dict(vars(self))))
+
+
+def _rebuilt(cls: type[ConvaiError], args: tuple[Any, ...], state: dict[str, Any]) -> ConvaiError:
+    """An exception of ``cls`` with these ``args`` and attributes, without calling __init__."""
+    error = cls.__new__(cls)
+    error.args = args  # set here: OSError's __new__ (TimeoutError) drops them for subclasses
+    error.__dict__.update(state)
+    return error
 
 
 class ValidationError(ConvaiError, ValueError):
@@ -63,7 +83,20 @@ class ValidationError(ConvaiError, ValueError):
 
 
 class ClientClosedError(ConvaiError, RuntimeError):
-    """The client was closed and refuses new calls."""
+    """The client was closed: the call was refused, or was waiting or in flight when it closed.
+
+    ``request_sent`` is true when the call was cancelled while its request was in flight: a
+    write may then have been applied (an ambiguous outcome, as for ``TransportError``)."""
+
+    def __init__(self, message: str, *, request_sent: bool = False) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+
+
+class WrongEventLoopError(ConvaiError, RuntimeError):
+    """The client is bound to the event loop it first ran in and was used from another one.
+
+    Create one client per event loop (a second ``asyncio.run``, another thread's loop)."""
 
 
 class JournalError(ConvaiError, OSError):
