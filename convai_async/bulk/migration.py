@@ -26,7 +26,8 @@ from .reader import BadLine, read_header, read_lines
 from .report import BulkReport, ProgressCallback, UpdateResult, UpdateStatus
 from .runner import WorkItem, as_is, bad_line_item, collect, stream_items, values_of
 
-__all__ = ["MigrationPlan", "PlannedChange", "apply_plan", "plan_migration"]
+# The entry points are the client's methods (plan_migration, apply).
+__all__ = ["MigrationPlan", "PlannedChange"]
 
 
 @frozen

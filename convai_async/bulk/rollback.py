@@ -34,7 +34,8 @@ from .report import (
 )
 from .runner import WorkItem, as_is, bad_line_item, collect, stream_items
 
-__all__ = ["default_rollback_journal", "rollback"]
+# The entry point is the client's method (rollback).
+__all__ = ["default_rollback_journal"]
 
 Current = tuple[str | None, float | None]
 

@@ -28,14 +28,7 @@ from .journal import JournalWriter
 from .reader import BadLine
 from .report import ProgressCallback, Tally, UpdateResult, UpdateStatus
 
-__all__ = [
-    "WorkItem",
-    "as_is",
-    "bad_line_item",
-    "collect",
-    "stream_items",
-    "values_of",
-]
+__all__ = ["WorkItem"]  # the rest serves this package's modules only
 
 WINDOW_FACTOR = 2
 

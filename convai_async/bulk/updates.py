@@ -24,7 +24,8 @@ from .reader import read_header
 from .report import BulkReport, ProgressCallback, UpdateResult, UpdateStatus
 from .runner import WorkItem, collect, stream_items, values_of
 
-__all__ = ["open_bulk_journal", "run_bulk", "stream_bulk", "updates_for"]
+# The entry points are the client's methods (stream_updates, bulk_update, bulk_set_*).
+__all__: list[str] = []
 
 
 def updates_for(
