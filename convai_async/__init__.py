@@ -5,7 +5,15 @@ import logging
 from ._engine.retry import DEFAULT_RETRY, RetryPolicy, set_testing
 from ._engine.session import ClientStats
 from ._version import __version__
-from .bulk import BulkReport, Progress, UpdateResult, UpdateStatus
+from .bulk import (
+    BulkReport,
+    MigrationPlan,
+    PlannedChange,
+    Progress,
+    RollbackReport,
+    UpdateResult,
+    UpdateStatus,
+)
 from .client import ConvaiClient
 from .errors import (
     APIStatusError,
@@ -16,6 +24,7 @@ from .errors import (
     ConvaiConnectionError,
     ConvaiError,
     ConvaiTimeoutError,
+    JournalError,
     ModelInUseError,
     NotFoundError,
     PermissionDeniedError,
@@ -26,7 +35,6 @@ from .errors import (
     UnexpectedResponseError,
     ValidationError,
 )
-from .migration import MigrationPlan, PlannedChange
 from .models import (
     Character,
     CharacterUpdate,
@@ -56,6 +64,7 @@ __all__ = [
     "ConvaiTimeoutError",
     "CustomModel",
     "DeregisteredModel",
+    "JournalError",
     "MigrationPlan",
     "ModelInUseError",
     "NotFoundError",
@@ -66,6 +75,7 @@ __all__ = [
     "RateLimitError",
     "RegisteredModel",
     "RetryPolicy",
+    "RollbackReport",
     "ServerError",
     "TransportError",
     "UnexpectedResponseError",

@@ -11,7 +11,6 @@ import asyncio
 import ipaddress
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,8 +26,10 @@ from ._engine.session import ClientStats, Session
 from ._engine.transport import AiohttpTransport
 from ._version import __version__
 from ._wire.secrets import Secret
-from .bulk import BulkReport, ProgressCallback, UpdateResult, bulk_update, stream_updates
-from .bulk import updates_for as _updates_for
+from .bulk import BulkReport, MigrationPlan, ProgressCallback, RollbackReport, UpdateResult
+from .bulk import migration as bulk_migration
+from .bulk import rollback as bulk_rollback
+from .bulk import updates as bulk_updates
 from .defaults import (
     API_KEY_ENV,
     DEFAULT_BASE_URL,
@@ -44,7 +45,6 @@ from .defaults import (
     DEFAULT_TIMEOUT,
 )
 from .errors import ValidationError
-from .migration import MigrationPlan, apply_plan, plan_migration, rollback
 from .models import Character, CharacterUpdate
 from .resources import Characters, LlmModels
 
@@ -283,7 +283,7 @@ class ConvaiClient:
     ) -> AsyncIterator[UpdateResult]:
         """Apply updates concurrently, yielding one UpdateResult per input item as each finishes.
         Setting ``stop`` ends the run gracefully: no new input is read, in-flight items finish."""
-        return stream_updates(self._session, updates, journal=journal, stop=stop)
+        return bulk_updates.stream_bulk(self._session, updates, journal=journal, stop=stop)
 
     async def bulk_update(
         self,
@@ -295,7 +295,7 @@ class ConvaiClient:
         stop: asyncio.Event | None = None,
     ) -> BulkReport:
         """Apply every update; never raises for a per-item failure. See ``BulkReport``."""
-        return await bulk_update(
+        return await bulk_updates.run_bulk(
             self._session, updates, journal=journal, on_progress=on_progress, total=total, stop=stop
         )
 
@@ -333,9 +333,9 @@ class ConvaiClient:
         stop: asyncio.Event | None,
         **values: Any,
     ) -> BulkReport:
-        return await bulk_update(
+        return await bulk_updates.run_bulk(
             self._session,
-            _updates_for(char_ids, **values),
+            bulk_updates.updates_for(char_ids, **values),
             journal=journal,
             on_progress=on_progress,
             total=len(char_ids) if isinstance(char_ids, Sequence) else None,
@@ -352,13 +352,13 @@ class ConvaiClient:
         allow_unknown_model: bool = False,
     ) -> MigrationPlan:
         """Select characters to move to ``to_model`` (and ``temperature``); sends no update."""
-        return await plan_migration(
-            self,
+        return await bulk_migration.plan_migration(
+            self.characters,
             to_model=to_model,
             from_model=from_model,
             temperature=temperature,
             where=where,
-            allow_unknown_model=allow_unknown_model,
+            is_known_model=None if allow_unknown_model else self.is_known_model,
         )
 
     async def apply(
@@ -369,8 +369,9 @@ class ConvaiClient:
         *,
         stop: asyncio.Event | None = None,
     ) -> BulkReport:
-        """Run a plan; the journal records previous values, for resume and ``rollback``."""
-        return await apply_plan(
+        """Run a plan. With a journal, the plan is recorded first and every change is journaled
+        before it is sent; applying again with the same journal resumes the recorded plan."""
+        return await bulk_migration.apply_plan(
             self._session, plan, journal=journal, on_progress=on_progress, stop=stop
         )
 
@@ -379,14 +380,19 @@ class ConvaiClient:
         journal: Journal,
         *,
         rollback_journal: Journal | None = None,
+        force: bool = False,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
-    ) -> BulkReport:
-        """Restore what a migration journal recorded as each changed character's values."""
-        return await rollback(
+    ) -> RollbackReport:
+        """Restore every character a migration journal may have changed, where it still has
+        the migration's values (``force``: even where it does not). Journaled and resumable:
+        run it again with the same journals to resume it."""
+        return await bulk_rollback.rollback(
             self._session,
-            Path(journal),
+            self.characters,
+            journal,
             rollback_journal=rollback_journal,
+            force=force,
             on_progress=on_progress,
             stop=stop,
         )

@@ -6,6 +6,7 @@ The tree::
     ├── ValidationError (also ValueError)     bad input, raised before any request is sent
     ├── ClientClosedError (also RuntimeError) the client was closed (before or during the call)
     ├── WrongEventLoopError (also RuntimeError) the client is used from another event loop
+    ├── JournalError (also OSError)           a bulk journal cannot be written, read or locked
     ├── ModelInUseError                       deregister refused: characters still use the model
     ├── TransportError                        no HTTP answer was received
     │   ├── ConvaiConnectionError             connect failed, connection dropped, body cut short
@@ -41,6 +42,7 @@ __all__ = [
     "ConvaiConnectionError",
     "ConvaiError",
     "ConvaiTimeoutError",
+    "JournalError",
     "ModelInUseError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -95,6 +97,16 @@ class WrongEventLoopError(ConvaiError, RuntimeError):
     """The client is bound to the event loop it first ran in and was used from another one.
 
     Create one client per event loop (a second ``asyncio.run``, another thread's loop)."""
+
+
+class JournalError(ConvaiError, OSError):
+    """A journal could not be created, locked, written or synced (disk full, read-only, a
+    directory in its place, held by another process). ``path`` names the journal."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"journal {path}: {problem}")
+        self.path = path
+        self.problem = problem
 
 
 class ModelInUseError(ConvaiError):

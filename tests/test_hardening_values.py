@@ -34,6 +34,8 @@ def sample_error(name: str) -> errors.ConvaiError:
         return cls("my-group", 3)
     if issubclass(cls, errors.ClientClosedError):
         return cls("closed", request_sent=True)
+    if issubclass(cls, errors.JournalError):
+        return cls("/tmp/run.jsonl", "write failed: No space left on device")
     own_init = any("__init__" in vars(k) for k in cls.__mro__ if k.__module__ == errors.__name__)
     assert not own_init, f"add a sample for {name}'s constructor"
     return cls("something")

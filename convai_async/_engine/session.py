@@ -336,6 +336,7 @@ class Session:
                 response.headers,
                 response.body,
                 redactor=self._redactor,
+                now=time.time() if response.status == 429 else None,  # for a Retry-After date
             )
         except RateLimitError as error:
             trace.rate_limited += 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -190,7 +189,10 @@ def error_message(
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds to wait from ``Retry-After`` (delta-seconds or HTTP-date; ``retry-after-ms`` is
-    honoured too). Keys are expected in lower case. None when absent or unreadable."""
+    honoured too). Keys are expected in lower case. None when absent or unreadable.
+
+    An HTTP-date is read against ``now`` (Unix time, which the caller reads: this layer has no
+    clock); without ``now`` a date cannot be read and counts as absent."""
     millis = headers.get("retry-after-ms")
     if millis is not None:
         try:
@@ -208,9 +210,9 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None
-        if when.tzinfo is None:
+        if when.tzinfo is None or now is None:
             return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
+        seconds = when.timestamp() - now
     if seconds != seconds:  # NaN
         return None
     return min(max(0.0, seconds), RETRY_AFTER_CEILING)  # "1e400" is inf: as long as we wait
