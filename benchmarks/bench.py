@@ -247,10 +247,18 @@ COLUMNS = (
 )
 
 
-def render(section: Row) -> str:
+Column = tuple[str, str, str]  # key in a row, heading, format
+
+
+def render(section: Row, all_columns: tuple[Column, ...] = COLUMNS, first: str = "peer") -> str:
+    """A section as a markdown table (only the columns some row has) and its target lines."""
     rows: dict[str, Row] = section["rows"]
-    columns = [c for c in COLUMNS if any(c[0] in row for row in rows.values())]
-    lines = [f"### {section['title']}", "", "| peer | " + " | ".join(c[1] for c in columns) + " |"]
+    columns = [c for c in all_columns if any(c[0] in row for row in rows.values())]
+    lines = [
+        f"### {section['title']}",
+        "",
+        f"| {first} | " + " | ".join(c[1] for c in columns) + " |",
+    ]
     lines.append("|---" * (len(columns) + 1) + "|")
     for name, row in rows.items():
         cells = [fmt.format(row[key]) if key in row else "" for key, _, fmt in columns]
@@ -283,7 +291,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.only is None or name in args.only:
             sections[name] = suite()
             print(render(sections[name]), flush=True)
-    document = {
+    output = args.output or RESULTS / ("smoke.json" if args.smoke else "latest.json")
+    write_results(output, results_document(sections, args.smoke, started))
+    print(f"results: {output}")
+    return 0
+
+
+def results_document(sections: dict[str, Row], smoke: bool, started: float) -> Row:
+    """The JSON document of a run: when, on what machine, and every section."""
+    return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "python": platform.python_version(),
@@ -291,15 +307,15 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "pinned": bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2,
         },
-        "smoke": args.smoke,
+        "smoke": smoke,
         "seconds": round(time.time() - started, 1),
         "sections": sections,
     }
-    output = args.output or RESULTS / ("smoke.json" if args.smoke else "latest.json")
+
+
+def write_results(output: Path, document: Row) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    print(f"results: {output}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -41,11 +40,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench import RESULTS, Row, fake_server, pinned, server_stats
+from benchmarks.bench import (
+    RESULTS,
+    Column,
+    Row,
+    fake_server,
+    pinned,
+    render,
+    results_document,
+    server_stats,
+    write_results,
+)
 
 FLOOR = "raw aiohttp json"
 ROWS = [
@@ -236,7 +244,7 @@ def _target(what: str, ratio: float, limit: float, at_least: bool = False) -> st
     return f"{what} {ratio:.3f}x {FLOOR} (target {sign} {limit:.2f}x): {'met' if ok else 'MISSED'}"
 
 
-COLUMNS = (
+COLUMNS: tuple[Column, ...] = (
     ("cpu_us_per_item", "CPU us/request", "{:.1f}"),
     ("cpu_vs_floor", "CPU vs raw json", "{:.3f}x"),
     ("cpu_vs_floor_round_median", "median of round ratios", "{:.3f}x"),
@@ -247,18 +255,6 @@ COLUMNS = (
     ("throughput_vs_floor", "vs raw json", "{:.3f}x"),
     ("failed", "failed", "{:.0f}"),
 )
-
-
-def render(section: Row) -> str:
-    rows: dict[str, Row] = section["rows"]
-    columns = [c for c in COLUMNS if any(c[0] in row for row in rows.values())]
-    lines = [f"### {section['title']}", "", "| row | " + " | ".join(c[1] for c in columns) + " |"]
-    lines.append("|---" * (len(columns) + 1) + "|")
-    for name, row in rows.items():
-        cells = [fmt.format(row[key]) if key in row else "" for key, _, fmt in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += [""] + [f"- {target}" for target in section["targets"]]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,27 +299,15 @@ def main(argv: list[str] | None = None) -> int:
     text = []
     for name in chosen:
         sections[name] = suites[name]()
-        text.append(render(sections[name]))
+        text.append(render(sections[name], COLUMNS, first="row"))
         print(text[-1], flush=True)
-    document = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "pinned": bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2,
-        },
-        "smoke": args.smoke,
-        "seconds": round(time.time() - started, 1),
-        "sections": sections,
-    }
+    document = results_document(sections, args.smoke, started)
     output = args.output or RESULTS / ("cpu-smoke.json" if args.smoke else "cpu.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    write_results(output, document)
+    machine = document["machine"]
     output.with_suffix(".md").write_text(
-        f"Run on {document['date']}, Python {document['machine']['python']}, "
-        f"{document['machine']['cpus']} CPUs, pinned: {document['machine']['pinned']}.\n\n"
-        + "\n".join(text)
+        f"Run on {document['date']}, Python {machine['python']}, {machine['cpus']} CPUs, "
+        f"client and server pinned to separate cores: {machine['pinned']}.\n\n" + "\n".join(text)
     )
     print(f"results: {output}")
     return 0

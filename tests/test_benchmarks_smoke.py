@@ -6,16 +6,17 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).parent.parent
 
 
-async def test_benchmark_smoke_mode_runs_every_scenario_and_peer(tmp_path: Path) -> None:
-    output = tmp_path / "smoke.json"
+async def smoke_run(module: str, output: Path) -> tuple[str, dict[str, Any]]:
+    """Run ``python -m module --smoke`` (a hang guard, no timing); its stdout and sections."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "benchmarks.bench",
+        module,
         "--smoke",
         "--output",
         str(output),
@@ -25,8 +26,16 @@ async def test_benchmark_smoke_mode_runs_every_scenario_and_peer(tmp_path: Path)
     )
     out, err = await asyncio.wait_for(process.communicate(), 300)
     assert process.returncode == 0, err.decode()
-    document = json.loads(output.read_text())
-    sections = document["sections"]
+    return out.decode(), read_sections(output)
+
+
+def read_sections(output: Path) -> dict[str, Any]:
+    sections: dict[str, Any] = json.loads(output.read_text())["sections"]
+    return sections
+
+
+async def test_benchmark_smoke_mode_runs_every_scenario_and_peer(tmp_path: Path) -> None:
+    out, sections = await smoke_run("benchmarks.bench", tmp_path / "smoke.json")
     assert set(sections) == {"overhead", "latency", "ratelimit", "memory", "scaling"}
     overhead = sections["overhead"]["rows"]
     assert set(overhead) == {
@@ -44,25 +53,12 @@ async def test_benchmark_smoke_mode_runs_every_scenario_and_peer(tmp_path: Path)
             assert row["failed"] == 0
             assert row["ok"] == row["count"]
     assert sections["ratelimit"]["rows"]["convai-async bulk"]["all_applied"]
-    assert "| convai-async bulk |" in out.decode()
+    assert "| convai-async bulk |" in out
 
 
 async def test_cpu_table_smoke_mode_measures_every_row(tmp_path: Path) -> None:
     output = tmp_path / "cpu.json"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "benchmarks.cpu",
-        "--smoke",
-        "--output",
-        str(output),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 300)
-    assert process.returncode == 0, err.decode()
-    sections = json.loads(output.read_text())["sections"]
+    out, sections = await smoke_run("benchmarks.cpu", output)
     assert set(sections) == {"cpu", "latency"}
     assert set(sections["cpu"]["rows"]) == {
         "raw aiohttp json",
@@ -77,4 +73,4 @@ async def test_cpu_table_smoke_mode_measures_every_row(tmp_path: Path) -> None:
             assert row["ok"] == row["count"] == row["server_requests"]
             assert row["cpu_s"] > 0
     assert output.with_suffix(".md").read_text().count("| convai-async") >= 6
-    assert "| raw aiohttp json |" in out.decode()
+    assert "| raw aiohttp json |" in out

@@ -68,11 +68,12 @@ def values_of(update: CharacterUpdate) -> Values:
 
 
 _EXHAUSTED = object()
+_STOPPED = object()  # stop was set or the input ended: nothing was read
 
 
-def _puller(items: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Awaitable[Any]]:
-    """A coroutine function returning the next item or _EXHAUSTED, for either kind of input
-    (a sync iterable is read directly: no async generator hop per item)."""
+def _puller(items: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Awaitable[Any]] | None:
+    """A coroutine function returning the next item or _EXHAUSTED for an async iterable; None
+    for a sync one, which ``_pull_now`` reads directly (no coroutine, no lock per item)."""
     if isinstance(items, AsyncIterable):
         iterator = aiter(items)
 
@@ -83,12 +84,15 @@ def _puller(items: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Awaitable
                 return _EXHAUSTED
 
         return next_async
+    return None
+
+
+def _pull_now(items: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Any] | None:
+    """A function returning the next item or _EXHAUSTED for a sync iterable (None otherwise)."""
+    if isinstance(items, AsyncIterable):
+        return None
     plain = iter(items)
-
-    async def next_sync() -> Any:
-        return next(plain, _EXHAUSTED)
-
-    return next_sync
+    return lambda: next(plain, _EXHAUSTED)
 
 
 @define
@@ -98,7 +102,8 @@ class _Run:
 
     session: Session
     writer: JournalWriter | None
-    pull: Callable[[], Awaitable[Any]]
+    pull: Callable[[], Awaitable[Any]] | None
+    pull_now: Callable[[], Any] | None
     to_item: Callable[[int, Any], WorkItem]
     stop: asyncio.Event | None
     credits: asyncio.Semaphore
@@ -145,25 +150,31 @@ class _Run:
 
     async def take(self) -> tuple[WorkItem, asyncio.Future[None] | None] | None:
         await self.credits.acquire()
+        if self.pull_now is not None:  # a sync iterable: next() cannot interleave, no lock
+            return self.next_item(self.pull_now() if self.reading() else _STOPPED)
+        assert self.pull is not None
         async with self.pulling:  # an async generator cannot be read by two workers at once
-            if self.exhausted or (self.stop is not None and self.stop.is_set()):
-                self.credits.release()
-                return None
-            raw = await self.pull()
-            if raw is _EXHAUSTED:
-                self.exhausted = True
-                self.credits.release()
-                return None
-            item = self.to_item(self.position, raw)
-            self.position += 1
-            if item.decided is None and self.abort_reason is not None:
-                item = attrs.evolve(item, decided=self.skipped(item))
-            durable = None
-            if item.decided is None and self.writer is not None and item.update is not None:
-                # Queued in take order, so first intents reach the file in index order.
-                intent = Intent(item.index, item.char_id, values_of(item.update), item.was)
-                durable = self.writer.intend(intent)
-            return item, durable
+            return self.next_item(await self.pull() if self.reading() else _STOPPED)
+
+    def reading(self) -> bool:
+        return not (self.exhausted or (self.stop is not None and self.stop.is_set()))
+
+    def next_item(self, raw: Any) -> tuple[WorkItem, asyncio.Future[None] | None] | None:
+        """The work item for ``raw`` and its durable intent, or None at the end or on stop."""
+        if raw is _STOPPED or raw is _EXHAUSTED:
+            self.exhausted = self.exhausted or raw is _EXHAUSTED
+            self.credits.release()
+            return None
+        item = self.to_item(self.position, raw)
+        self.position += 1
+        if item.decided is None and self.abort_reason is not None:
+            item = attrs.evolve(item, decided=self.skipped(item))
+        durable = None
+        if item.decided is None and self.writer is not None and item.update is not None:
+            # Queued in take order, so first intents reach the file in index order.
+            intent = Intent(item.index, item.char_id, values_of(item.update), item.was)
+            durable = self.writer.intend(intent)
+        return item, durable
 
     def skipped(self, item: WorkItem, error: ConvaiError | None = None) -> UpdateResult:
         return UpdateResult(
@@ -278,6 +289,7 @@ async def stream_items(
         session,
         writer,
         pull=_puller(items),
+        pull_now=_pull_now(items),
         to_item=to_item,
         stop=stop,
         credits=asyncio.Semaphore(workers_count * WINDOW_FACTOR),
