@@ -22,6 +22,10 @@ TARGET = ("gpt-4.1", 0.4)
 MIGRATE = ("migrate", "--to-model", "gpt-4.1", "--temperature", "0.4")
 
 
+def names(folder: Path, pattern: str) -> list[str]:
+    return sorted(path.name for path in folder.glob(pattern))
+
+
 def settings(fake: FakeConvai) -> Snapshot:
     return {c: (fake.model_of(c), fake.temperature_of(c)) for c in fake.char_ids}
 
@@ -46,7 +50,7 @@ async def test_migrate_names_a_new_journal_per_run_and_prints_commands_that_work
     journals = [printed(r.stderr, "journal: ") for r in runs]
     assert journals[0] != journals[1]
     assert all(Path(j).name.startswith("convai-migrate-") for j in journals)
-    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == sorted(journals)
+    assert names(tmp_path, "*.jsonl") == sorted(journals)
     for run, journal, source in zip(runs, journals, ("gpt-4o", "gpt-4o-mini"), strict=True):
         resume = printed(run.stderr, "to resume: ")
         assert as_printed(resume) == [
@@ -164,7 +168,7 @@ async def test_rollback_refuses_what_is_not_a_migration_journal(
         assert run.stderr.count("\n") == 1, run.stderr
         assert run.stderr.startswith(f"convai-async: error: --journal: {path}")
     assert updates_sent(fake) == sent
-    assert not list(tmp_path.glob("*.rollback.jsonl"))
+    assert names(tmp_path, "*.rollback.jsonl") == []
 
 
 async def test_journal_errors_are_one_line_exit_4_and_nothing_is_sent(
