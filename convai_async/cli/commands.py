@@ -198,7 +198,7 @@ async def cmd_migrate(client: ConvaiClient, args: argparse.Namespace, output: Ou
             report=docs.report_fields(report),
             **commands,
         ),
-        resume=resume,
+        resume=resume + note,
     )
 
 
