@@ -225,8 +225,8 @@ class ConvaiClient:
             max_concurrency=self._max_concurrency,
             requests_per_second=rate,
             burst=check.whole("burst", burst, minimum=1),
-            max_retry_after=check.positive("max_retry_after", max_retry_after),
         )
+        check.positive("max_retry_after", max_retry_after)
         self._budget = RetryBudget(
             capacity=retry.budget,
             retry_cost=retry.retry_cost,
