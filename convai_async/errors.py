@@ -153,8 +153,7 @@ class RateLimitPatienceError(RateLimitError):
 
     def __init__(self, waited: float, *, endpoint: str = "(any)") -> None:
         super().__init__(
-            f"every request refused with 429 for {waited:.0f}s (rate_limit_patience); "
-            "giving up",
+            f"every request refused with 429 for {waited:.0f}s (rate_limit_patience); giving up",
             status=429,
             endpoint=endpoint,
         )

@@ -89,7 +89,7 @@ def rate_at(state: RateState, now: float) -> float | None:
         return None
     elapsed = max(0.0, now - state.epoch_started)
     if state.phase == SLOW_START:
-        return min(MAX_RATE, state.base * 2.0 ** min(elapsed / SLOW_START_DOUBLING, 60.0))
+        return min(MAX_RATE, state.base * float(2.0 ** min(elapsed / SLOW_START_DOUBLING, 60.0)))
     good, plateau = state.good, state.plateau
     if elapsed <= plateau:  # concave: fast at first, levelling off at good
         return good - (good - state.base) * (1.0 - elapsed / plateau) ** 3
@@ -120,9 +120,7 @@ def on_rate_limited(
     sending = now - state.epoch_started
     cycle_rate = accepted.cycle / max(since if since is not None else sending, 1.0)
     tail_rate = (
-        accepted.tail / accepted.tail_seconds
-        if accepted.tail_seconds >= MIN_TAIL_SECONDS
-        else None
+        accepted.tail / accepted.tail_seconds if accepted.tail_seconds >= MIN_TAIL_SECONDS else None
     )
     sent_rate = rate_at(state, sent_at)
     phase, good, plateau = state.phase, state.good, state.plateau
@@ -168,4 +166,3 @@ def on_success(state: RateState) -> RateState:
     if state.quiet == QUIET_SECONDS:
         return state
     return evolve(state, quiet=QUIET_SECONDS)
-

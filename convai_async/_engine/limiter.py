@@ -137,7 +137,6 @@ class AdaptiveLimiter:
             return configured
         return rate if configured is None else min(rate, configured)
 
-
     @property
     def phase(self) -> str:
         return self.load_state().phase

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import math
 from email.utils import formatdate
+from collections.abc import Callable
 from typing import Protocol
 
 from attrs import define, field
@@ -203,7 +204,7 @@ class Tenant:
         return sent
 
 
-ALGORITHMS = {
+ALGORITHMS: dict[str, Callable[..., ServerLimiter]] = {
     "token-bucket": TokenBucket,
     "gcra": Gcra,
     "fixed-window": FixedWindow,
@@ -221,8 +222,7 @@ def make_limiter(algorithm: str, **parameters: float) -> ServerLimiter:
         raise ValueError(f"unknown limiter {algorithm!r}; one of {sorted(ALGORITHMS)}") from None
     whole = {"burst", "limit"}
     arguments = {k: int(v) if k in whole else float(v) for k, v in parameters.items()}
-    limiter: ServerLimiter = kind(**arguments)
-    return limiter
+    return kind(**arguments)
 
 
 def retry_after_value(wait: float, style: str, wall_now: float) -> str | None:
