@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import collections
 import math
-from email.utils import formatdate
 from collections.abc import Callable
+from email.utils import formatdate
 from typing import Protocol
 
 from attrs import define, field
