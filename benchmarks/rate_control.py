@@ -222,20 +222,35 @@ def server_counts(url: str) -> dict[str, int]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     peers = list(PEERS)
-    head = "| behaviour | " + " | ".join(f"{p} time/ideal | {p} 429 share" for p in peers) + " |"
-    lines = [head, "|---" * (1 + 2 * len(peers)) + "|"]
+    head = "| behaviour | " + " | ".join(f"{p} time/ideal | {p} 429 share" for p in peers)
+    lines = [head + " | this client / oracle time |", "|---" * (2 + 2 * len(peers)) + "|"]
     for behaviour in dict.fromkeys(row["behaviour"] for row in rows):
-        cells = []
+        cells, walls = [], {}
         for peer in peers:
             found = [r for r in rows if r["behaviour"] == behaviour and r["peer"] == peer]
             if not found:
                 cells += ["-", "-"]
                 continue
             row = found[0]
+            walls[peer] = row["wall_s"]
             timing = f"{row['vs_ideal']:.2f}x" + (" (timed out)" if row["timed_out"] else "")
             cells += [timing, f"{row['refused_share'] * 100:.1f}%"]
+        ours, oracle_s = walls.get(peers[0]), walls.get(peers[-1])
+        cells.append(f"{ours / oracle_s:.2f}" if ours and oracle_s else "-")
         lines.append(f"| {behaviour} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def write_results(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    text = table(rows)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "rate_control.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
+    (RESULTS / "rate_control.md").write_text(
+        f"Run {meta['run_at']}: {meta['items']} items (twice that for the 10 s window), limit "
+        f"{RATE:g}/s, {CONCURRENCY} in flight, Retry-After style {meta['style']!r}, at most "
+        f"{meta.get('limit_s', '?')} s per run.\n\n{text}\n"
+    )
+    return text
 
 
 def main() -> None:
@@ -246,9 +261,15 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--peers", nargs="*", default=list(PEERS))
     parser.add_argument("--limit", type=float, default=240.0, help="seconds per run, at most")
+    parser.add_argument("--render", metavar="JSON", help="write the tables again from results")
     args = parser.parse_args()
     if args.serve:
         serve(*args.serve)
+        return
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        rows = saved.pop("rows")
+        print(write_results(saved, rows))
         return
     rows = []
     for behaviour in args.only or BEHAVIOURS:
@@ -257,16 +278,9 @@ def main() -> None:
             row = measure(behaviour, args.style, peer, count, args.limit)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    text = table(rows)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     meta = {"run_at": stamp, "items": args.items, "style": args.style, "rate": RATE}
-    (RESULTS / "rate_control.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
-    (RESULTS / "rate_control.md").write_text(
-        f"Run {stamp}: {args.items} items (twice that for the 10 s window), limit "
-        f"{RATE:g}/s, {CONCURRENCY} in flight, Retry-After style {args.style!r}.\n\n{text}\n"
-    )
+    print(write_results({**meta, "limit_s": args.limit}, rows))
 
 
 if __name__ == "__main__":
