@@ -26,6 +26,8 @@ of requests sent earlier are the same overload seen late.
 
 from __future__ import annotations
 
+import math
+
 from attrs import evolve, frozen
 
 __all__ = [
@@ -139,7 +141,17 @@ def on_rate_limited(
         # Refused under the last good rate: less room now (another tenant), or the last
         # estimate was high. What was accepted is the room left; without enough sending to
         # tell, a multiplicative decrease.
-        estimate = SHRINK * sent_rate if tail_rate is None else min(sent_rate, tail_rate)
+        if tail_rate is not None:
+            estimate = min(sent_rate, tail_rate)
+        else:
+            # A short epoch: the server accepted ``tail`` in ``tail_seconds`` of sending after
+            # ``paused`` seconds of pause. The limit lies between that count over the sending
+            # (a refilled burst makes it high) and over sending and pause (low); take the
+            # geometric middle, but shrink by at least SHRINK.
+            paused = max(0.0, (since or 0.0) - sending)
+            low = accepted.tail / max(accepted.tail_seconds + paused, 1e-3)
+            high = accepted.tail / max(accepted.tail_seconds, 1e-3)
+            estimate = max(low, min(SHRINK * sent_rate, math.sqrt(low * high)))
     if estimate is None:
         # Nothing to go on yet: slow start from a safe low rate.
         phase = SLOW_START

@@ -3,9 +3,8 @@
 Per client, four mechanisms:
 
 * **Concurrency**: at most ``max_concurrency`` attempts in flight, ever. The effective limit is
-  AIMD-controlled: multiplied by ``BACKOFF_FACTOR`` on a 429 that came while the rate was at or
-  under the last good rate (so more in flight, not faster, is what the server refused, as a
-  concurrency cap does), grown by one slot per window of successes while it is the bottleneck.
+  AIMD-controlled: multiplied by ``BACKOFF_FACTOR`` on a 429 (once per epoch), grown by one
+  slot per window of successes while it is the bottleneck.
 * **Pacing**: at the rate the controller (:mod:`._engine.controller`) has learnt, and never
   above ``requests_per_second`` when that is configured, through a :class:`Pacer`.
 * **Pause**: a 429 holds back every new attempt of this client until its ``Retry-After`` has
@@ -238,16 +237,13 @@ class AdaptiveLimiter:
             state = RateState(epoch_started=self._first_send or sent_at)
         counted = sent_at >= state.epoch_started
         accepted = self._accepted(now, state) if counted else Accepted(0, 0.0, 0)
-        sent_rate = rate_at(state, sent_at)
         new = on_rate_limited(
             state, now=now, sent_at=sent_at, retry_after=retry_after, accepted=accepted
         )
         self.store_state(new)
         if counted:
             self._cycle_successes = 0
-            if sent_rate is not None and state.good > 0 and sent_rate <= state.good:
-                # refused at a rate that worked before: too many in flight (or less room)
-                self._limit = max(1.0, min(self._limit, self._in_flight + 1.0) * BACKOFF_FACTOR)
+            self._limit = max(1.0, min(self._limit, self._in_flight + 1.0) * BACKOFF_FACTOR)
 
     def _accepted(self, now: float, state: RateState) -> Accepted:
         start = max(now - TAIL_SECONDS, state.epoch_started)
