@@ -19,7 +19,9 @@ The seam for sharing (issue 13): everything learnt is one :class:`~._engine.cont
 moved on by pure functions, ``on_rate_limited(state, now=, sent_at=, retry_after=, accepted=)``,
 ``on_success(state)`` and ``rate_at(state, now)``; this class reads it through
 :meth:`AdaptiveLimiter.load_state` and writes it through :meth:`AdaptiveLimiter.store_state`,
-both plain attribute access here, so a subclass can keep it elsewhere. Pacing is a
+both plain attribute access here and synchronous, so a subclass can keep it elsewhere by
+holding a local copy that a background task reconciles with the store (the pause,
+``paused_until``, is part of the state and so is shared too). Pacing is a
 :class:`Pacer`: ``await pacer.try_acquire(rate, burst, now)`` takes a send slot and returns 0, or
 takes nothing and returns the seconds until the next free slot (as redis-cell's
 ``CL.THROTTLE`` answers). :class:`LocalBucket` is the in-process default.
