@@ -18,8 +18,8 @@ the rest, so the accepted rate at the moment of a 429 is the limit, whatever the
   between the accepted count over the sending and over sending plus pause. A slow start's
   429 takes ``SLOW_START_SHARE`` of the rate it was refused at. Pacing restarts at
   ``BACKOFF`` x ``good`` and climbs back towards ``good`` along a CUBIC curve, levelling
-  off after ``plateau`` seconds; past that it probes beyond ``good``, slowly at first and then fast (a freed limit is found in seconds).
-  A 429 that confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a known
+  off after ``plateau`` seconds; past that it probes beyond ``good``, slowly at first and
+  then fast (a freed limit is found in seconds). A 429 that confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a known
   limit is probed ever more rarely; a different limit starts again from ``MIN_PLATEAU``.
 
 A 429 counts once per epoch (an epoch begins when sending resumes after a reaction): refusals
