@@ -13,14 +13,14 @@ the rest, so the accepted rate at the moment of a 429 is the limit, whatever the
 * ``slow start``: after the first 429, from a safe low rate (what was accepted per second,
   counting the pause), doubling every ``SLOW_START_DOUBLING`` seconds until the next 429.
 * ``steady``: after a 429 the last good rate ``good`` is the accepted rate: over the last
-  ``TAIL_SECONDS`` of sending; over the whole cycle when the server's pause dwarfed the sending
-  (a 10 s window's quota); and after a short epoch (a refilled burst, a window's fresh quota),
-  between the accepted count over the sending and over sending plus pause. A slow start's
-  429 takes ``SLOW_START_SHARE`` of the rate it was refused at. Pacing restarts at
-  ``BACKOFF`` x ``good`` and climbs back towards ``good`` along a CUBIC curve, levelling
-  off after ``plateau`` seconds; past that it probes beyond ``good``, slowly at first and
-  then fast (a freed limit is found in seconds). A 429 that confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a known
-  limit is probed ever more rarely; a different limit starts again from ``MIN_PLATEAU``.
+  ``TAIL_SECONDS`` of sending; over the whole cycle when the server's pause dwarfed the sending (a
+  10 s window's quota); and after a short epoch (a refilled burst, a window's fresh quota), between
+  the accepted count over the sending and over sending plus pause. A slow start's 429 takes
+  ``SLOW_START_SHARE`` of the rate it was refused at. Pacing restarts at ``BACKOFF`` x ``good`` and
+  climbs back towards ``good`` along a CUBIC curve, levelling off after ``plateau`` seconds; past
+  that it probes beyond ``good``, slowly at first and then fast (a freed limit is found in
+  seconds). A 429 that confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a
+  known limit is probed ever more rarely; a different limit starts again from ``MIN_PLATEAU``.
 
 A 429 counts once per epoch (an epoch begins when sending resumes after a reaction): refusals
 of requests sent earlier are the same overload seen late.
