@@ -198,7 +198,7 @@ class ConvaiClient:
                 "requests_per_second", requests_per_second, maximum=MAX_REQUESTS_PER_SECOND
             ),
             burst=check.whole("burst", burst, minimum=1, maximum=MAX_BURST),
-            max_retry_after=check.seconds("max_retry_after", max_retry_after),
+            rate_limit_patience=check.seconds("rate_limit_patience", rate_limit_patience),
         )
         self._session = Session(
             transport,
