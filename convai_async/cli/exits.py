@@ -1,10 +1,11 @@
 """The command line's exit codes: the one map from an outcome to a code, and its help text.
 
 0 everything done, 1 some items failed (or a single call failed, or a rollback left conflicts),
-2 usage or validation error (nothing sent), 3 aborted (authentication, permission, quota),
-4 the journal could not be created, locked or written, 130 interrupted (Ctrl-C), 141 stdout was
-closed before the output was written (the work itself was done), 143 terminated (SIGTERM). Every
-code path that ends the program asks this module for its code.
+2 usage or validation error (nothing sent), 3 aborted (authentication, permission, quota, or
+nothing but 429s for the patience), 4 the journal could not be created, locked or written,
+130 interrupted (Ctrl-C), 141 stdout was closed before the output was written (the work itself
+was done), 143 terminated (SIGTERM). Every code path that ends the program asks this module for
+its code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .. import (
     JournalError,
     PermissionDeniedError,
     QuotaExceededError,
+    RateLimitPatienceError,
 )
 from ..errors import ValidationError
 
@@ -49,13 +51,18 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 # errors after which no further request of the run can succeed
-FATAL_ERRORS = (AuthenticationError, PermissionDeniedError, QuotaExceededError)
+FATAL_ERRORS = (
+    AuthenticationError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitPatienceError,
+)
 
 EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}    done
   {EXIT_FAILED}    some items (or the call) failed; see the report
   {EXIT_USAGE}    usage or validation error: nothing was sent
-  {EXIT_ABORTED}    aborted: wrong key, no permission or quota exhausted
+  {EXIT_ABORTED}    aborted: wrong key, no permission, quota exhausted, or 429s for too long
   {EXIT_JOURNAL}    the journal could not be created, locked or written (fix it, run again)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C): requests in flight finished, the journal is intact
   {EXIT_BROKEN_PIPE}  stdout was closed early (e.g. | head); the work itself was done
