@@ -19,10 +19,11 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Callable
-from email.utils import formatdate
-from typing import Protocol
+from typing import cast
 
 from attrs import define, field
+
+from .faults import RETRY_AFTER_STYLES, RetryAfterStyle, ServerLimiter, retry_after_headers
 
 __all__ = [
     "ALGORITHMS",
@@ -38,16 +39,6 @@ __all__ = [
     "make_limiter",
     "retry_after_value",
 ]
-
-RETRY_AFTER_STYLES = ("seconds", "decimal", "http-date", "none")
-
-
-class ServerLimiter(Protocol):
-    def admit(self, now: float) -> float | None:
-        """None: accepted. A float: refused, and the seconds until one would be accepted."""
-
-    def done(self, now: float) -> None:
-        """An accepted request finished."""
 
 
 @define
@@ -226,15 +217,8 @@ def make_limiter(algorithm: str, **parameters: float) -> ServerLimiter:
 
 
 def retry_after_value(wait: float, style: str, wall_now: float) -> str | None:
-    """The ``Retry-After`` header value for a wait of ``wait`` seconds in ``style``:
-    ``seconds`` (whole, rounded up, at least 1), ``decimal`` (milliseconds precision),
-    ``http-date`` (whole seconds, the date rounded up from ``wall_now``), ``none``."""
-    if style == "seconds":
-        return str(max(1, math.ceil(wait)))
-    if style == "decimal":
-        return f"{math.ceil(wait * 1000) / 1000:.3f}"
-    if style == "http-date":
-        return formatdate(math.ceil(wall_now + wait), usegmt=True)
-    if style == "none":
-        return None
-    raise ValueError(f"unknown Retry-After style {style!r}; one of {RETRY_AFTER_STYLES}")
+    """The ``Retry-After`` header value for a wait of ``wait`` seconds in ``style`` (see
+    ``faults.retry_after_headers``, which FakeConvai answers with); None for ``none``."""
+    if style not in RETRY_AFTER_STYLES:
+        raise ValueError(f"unknown Retry-After style {style!r}; one of {RETRY_AFTER_STYLES}")
+    return retry_after_headers(cast(RetryAfterStyle, style), wait, wall_now).get("Retry-After")
