@@ -19,11 +19,10 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Callable
-from typing import cast
 
 from attrs import define, field
 
-from .faults import RETRY_AFTER_STYLES, RetryAfterStyle, ServerLimiter, retry_after_headers
+from .faults import RETRY_AFTER_STYLES, ServerLimiter, retry_after_headers
 
 __all__ = [
     "ALGORITHMS",
@@ -221,4 +220,4 @@ def retry_after_value(wait: float, style: str, wall_now: float) -> str | None:
     ``faults.retry_after_headers``, which FakeConvai answers with); None for ``none``."""
     if style not in RETRY_AFTER_STYLES:
         raise ValueError(f"unknown Retry-After style {style!r}; one of {RETRY_AFTER_STYLES}")
-    return retry_after_headers(cast(RetryAfterStyle, style), wait, wall_now).get("Retry-After")
+    return retry_after_headers(style, wait, wall_now).get("Retry-After")
