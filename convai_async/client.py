@@ -30,6 +30,7 @@ from .bulk import BulkReport, MigrationPlan, ProgressCallback, RollbackReport, U
 from .bulk import migration as bulk_migration
 from .bulk import rollback as bulk_rollback
 from .bulk import updates as bulk_updates
+from .bulk.report import ResultCallback
 from .defaults import (
     API_KEY_ENV,
     DEFAULT_BASE_URL,
@@ -197,7 +198,7 @@ class ConvaiClient:
                 "requests_per_second", requests_per_second, maximum=MAX_REQUESTS_PER_SECOND
             ),
             burst=check.whole("burst", burst, minimum=1, maximum=MAX_BURST),
-            max_retry_after=check.seconds("max_retry_after", max_retry_after),
+            rate_limit_patience=check.seconds("rate_limit_patience", rate_limit_patience),
         )
         self._session = Session(
             transport,
@@ -293,11 +294,14 @@ class ConvaiClient:
         *,
         total: int | None = None,
         stop: asyncio.Event | None = None,
+        on_result: ResultCallback | None = None,
     ) -> BulkReport:
-        """Apply every update; never raises for a per-item failure. See ``BulkReport``."""
+        """Apply every update; never raises for a per-item failure. See ``BulkReport``.
+        ``on_result`` (here, in ``apply``, ``rollback``) gets each result as it finishes."""
         return await bulk_updates.run_bulk(
-            self._session, updates, journal=journal, on_progress=on_progress, total=total, stop=stop
-        )
+            self._session, updates, journal=journal, total=total, stop=stop,
+            on_progress=on_progress, on_result=on_result,
+        )  # fmt: skip
 
     async def bulk_set_model(
         self,
@@ -368,12 +372,14 @@ class ConvaiClient:
         on_progress: ProgressCallback | None = None,
         *,
         stop: asyncio.Event | None = None,
+        on_result: ResultCallback | None = None,
     ) -> BulkReport:
         """Run a plan. With a journal, the plan is recorded first and every change is journaled
         before it is sent; applying again with the same journal resumes the recorded plan."""
         return await bulk_migration.apply_plan(
-            self._session, plan, journal=journal, on_progress=on_progress, stop=stop
-        )
+            self._session, plan, journal=journal, stop=stop,
+            on_progress=on_progress, on_result=on_result,
+        )  # fmt: skip
 
     async def rollback(
         self,
@@ -383,16 +389,12 @@ class ConvaiClient:
         force: bool = False,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
+        on_result: ResultCallback | None = None,
     ) -> RollbackReport:
         """Restore every character a migration journal may have changed, where it still has
         the migration's values (``force``: even where it does not). Journaled and resumable:
         run it again with the same journals to resume it."""
         return await bulk_rollback.rollback(
-            self._session,
-            self.characters,
-            journal,
-            rollback_journal=rollback_journal,
-            force=force,
-            on_progress=on_progress,
-            stop=stop,
-        )
+            self._session, self.characters, journal, rollback_journal=rollback_journal,
+            force=force, on_progress=on_progress, stop=stop, on_result=on_result,
+        )  # fmt: skip

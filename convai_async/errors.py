@@ -18,7 +18,8 @@ The tree::
         ├── NotFoundError                     404
         ├── ConflictError                     409
         ├── RateLimitError                    429, transient
-        │   └── QuotaExceededError            429 "usage limit exceeded for current plan"
+        │   ├── QuotaExceededError            429 "usage limit exceeded for current plan"
+        │   └── RateLimitPatienceError        429s only, for longer than rate_limit_patience
         ├── ServerError                       5xx
         └── UnexpectedResponseError           other status, or a 2xx not of the documented shape
 
@@ -48,6 +49,7 @@ __all__ = [
     "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
+    "RateLimitPatienceError",
     "ServerError",
     "TransportError",
     "UnexpectedResponseError",
@@ -203,6 +205,20 @@ class RateLimitError(APIStatusError):
 
 class QuotaExceededError(RateLimitError):
     """429 with the plan's usage limit exhausted: retrying cannot help."""
+
+
+class RateLimitPatienceError(RateLimitError):
+    """Every request has been refused with 429 for ``rate_limit_patience`` seconds: the client
+    stops waiting. Nothing was sent for the call that raised it; ``waited`` is how long the
+    429s have lasted, ``retry_after`` is None. Bulk runs treat it as fatal."""
+
+    def __init__(self, waited: float, *, endpoint: str = "(any)") -> None:
+        super().__init__(
+            f"every request refused with 429 for {waited:.0f}s (rate_limit_patience); giving up",
+            status=429,
+            endpoint=endpoint,
+        )
+        self.waited = waited
 
 
 class ServerError(APIStatusError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -52,6 +53,7 @@ async def start(
     env: Mapping[str, str] | None = None,
     stdin: Any = asyncio.subprocess.PIPE,
     stdout: Any = asyncio.subprocess.PIPE,
+    cwd: Path | None = None,
 ) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -62,6 +64,7 @@ async def start(
         stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
         env=environment(fake, env),
+        cwd=cwd,
     )
 
 
@@ -70,8 +73,9 @@ async def cli(
     fake: FakeConvai | None = None,
     stdin: str = "",
     env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Run:
-    process = await start(*args, fake=fake, env=env)
+    process = await start(*args, fake=fake, env=env, cwd=cwd)
     out, err = await guarded(process, process.communicate(stdin.encode()))
     assert process.returncode is not None
     return Run(process.returncode, out.decode(), err.decode())
@@ -104,6 +108,21 @@ async def finish(process: asyncio.subprocess.Process, said: str = "") -> Run:
     out, err = await guarded(process, process.communicate())
     assert process.returncode is not None
     return Run(process.returncode, out.decode() if out else "", said + err.decode())
+
+
+def as_printed(command: str) -> list[str]:
+    """A command line the CLI printed, as the arguments to run it with (``convai-async`` is
+    this interpreter's ``-m convai_async``)."""
+    program, *words = shlex.split(command)
+    assert program == "convai-async", command
+    return words
+
+
+def printed(text: str, prefix: str) -> str:
+    """The one line of ``text`` that starts with ``prefix``, without the prefix."""
+    found = [line.removeprefix(prefix) for line in text.splitlines() if line.startswith(prefix)]
+    assert len(found) == 1, text
+    return found[0]
 
 
 def updates_sent(fake: FakeConvai) -> int:
@@ -477,7 +496,11 @@ async def test_sigterm_mid_migration_prints_the_summary_and_the_resume_hint(
         assert (report["stopped"], report["journal"]) == (True, str(journal))
         assert report["succeeded"] == fake.applied_updates < 400
         assert "SIGTERM" in run.stderr
-        assert f"resume: run the same command again with --journal {journal}" in run.stderr
+        resume = (
+            f"resume: convai-async migrate --to-model gpt-4.1 --journal {journal} --yes "
+            "--concurrency 2 --json"
+        )
+        assert resume in run.stderr.splitlines()
 
 
 async def test_ctrl_c_at_the_prompt_aborts_it(fake: FakeConvai) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from convai_async import ClientStats, ValidationError
 from convai_async.cli import main
+from convai_async.cli.again import migrate_command, needs_key_note, rollback_command
 from convai_async.cli.exits import CommandLineError, UsageError
 from convai_async.cli.inputs import csv_updates, open_text
 from convai_async.cli.output import error_message
@@ -147,3 +149,29 @@ def test_waits_are_put_into_words() -> None:
     assert waiting_status(stats(in_flight=4), silent_for=12.0) == (
         "no answer for 12 s (4 requests in flight)"
     )
+
+
+def test_printed_commands_repeat_the_settings_given_but_never_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CONVAI_BASE_URL", raising=False)
+    monkeypatch.delenv("CONVAI_API_KEY", raising=False)
+    args = build_parser().parse_args(
+        ["--api-key", "secret-key-1", "migrate", "--to-model", "gpt-4.1", "--temperature",
+         "0.3", "--where-name", "^Shop keeper", "--base-url", "http://127.0.0.1:8080",
+         "--concurrency", "8", "--json"]
+    )  # fmt: skip
+    resume = migrate_command(args, "my journal.jsonl")
+    assert shlex.split(resume) == [
+        "convai-async", "migrate", "--to-model", "gpt-4.1", "--temperature", "0.3",
+        "--where-name", "^Shop keeper", "--journal", "my journal.jsonl",
+        "--base-url", "http://127.0.0.1:8080", "--concurrency", "8", "--json",
+    ]  # fmt: skip
+    assert needs_key_note(args)
+    monkeypatch.setenv("CONVAI_BASE_URL", "http://127.0.0.1:8080")
+    undo = rollback_command(args, "j.jsonl", rollback_journal=None, force=True, yes=True)
+    assert shlex.split(undo) == [
+        "convai-async", "rollback", "--journal", "j.jsonl", "--force", "--yes",
+        "--concurrency", "8", "--json",
+    ]  # fmt: skip
+    assert "secret-key-1" not in resume + undo

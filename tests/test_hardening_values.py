@@ -22,6 +22,8 @@ from convai_async import CharacterUpdate, ConvaiClient, RetryPolicy, ValidationE
 def sample_error(name: str) -> errors.ConvaiError:
     """One instance of ``errors.<name>`` with every attribute set to a telling value."""
     cls = getattr(errors, name)
+    if issubclass(cls, errors.RateLimitPatienceError):
+        return cls(312.5, endpoint="/character/update")
     if issubclass(cls, errors.RateLimitError):
         return cls("slow down", status=429, endpoint="/x", transaction_id="t-1", retry_after=2.5)
     if issubclass(cls, errors.APIStatusError):

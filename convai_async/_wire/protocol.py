@@ -28,6 +28,7 @@ from ..errors import (
     PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
+    RateLimitPatienceError,
     ServerError,
     TransportError,
     UnexpectedResponseError,
@@ -297,7 +298,7 @@ def is_retryable(error: BaseException) -> bool:
     """Whether another attempt may help: transport failures, transient 429s, 500/502/503/504."""
     if isinstance(error, TransportError):
         return True
-    if isinstance(error, QuotaExceededError):
+    if isinstance(error, (QuotaExceededError, RateLimitPatienceError)):
         return False
     if isinstance(error, RateLimitError):
         return True
@@ -307,5 +308,7 @@ def is_retryable(error: BaseException) -> bool:
 
 
 def is_fatal(error: ConvaiError | None) -> bool:
-    """Whether an error means no further request of this client can succeed (bulk runs stop)."""
-    return isinstance(error, (AuthenticationError, PermissionDeniedError, QuotaExceededError))
+    """Whether an error means no further request of this client can succeed (bulk runs stop):
+    a wrong key, no permission, an exhausted quota, or nothing but 429s for the patience."""
+    fatal = (AuthenticationError, PermissionDeniedError, QuotaExceededError, RateLimitPatienceError)
+    return isinstance(error, fatal)

@@ -23,7 +23,7 @@ from .format import Header, PlanArgs, PlanEnd, PlanLine, Values, new_header
 from .index import JournalIndex, State, index_journal
 from .journal import JournalWriter
 from .reader import BadLine, read_header, read_lines
-from .report import BulkReport, ProgressCallback, UpdateResult, UpdateStatus
+from .report import BulkReport, ProgressCallback, ResultCallback, UpdateResult, UpdateStatus
 from .runner import WorkItem, as_is, bad_line_item, collect, stream_items, values_of
 
 # The entry points are the client's methods (plan_migration, apply).
@@ -228,6 +228,7 @@ async def apply_plan(
     journal: str | os.PathLike[str] | None = None,
     on_progress: ProgressCallback | None = None,
     stop: asyncio.Event | None = None,
+    on_result: ResultCallback | None = None,
 ) -> BulkReport:
     """``client.apply``: run the plan; with a journal, the plan is recorded first (and a journal
     that holds one is resumed), which makes ``rollback`` exact."""
@@ -241,5 +242,6 @@ async def apply_plan(
         total=total,
         on_progress=on_progress,
         stop=stop,
+        on_result=on_result,
     )
     return BulkReport(**fields, journal=os.fspath(journal) if journal is not None else None)

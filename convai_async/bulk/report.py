@@ -23,6 +23,7 @@ __all__ = [
     "Conflict",
     "Progress",
     "ProgressCallback",
+    "ResultCallback",
     "RollbackReport",
     "UpdateResult",
     "UpdateStatus",
@@ -77,6 +78,8 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+# Called with each item's UpdateResult as it finishes (completion order), in the event loop.
+ResultCallback = Callable[[UpdateResult], None]
 
 
 @frozen

@@ -28,6 +28,7 @@ from .report import (
     FAILURE_SAMPLE,
     Conflict,
     ProgressCallback,
+    ResultCallback,
     RollbackReport,
     UpdateResult,
     UpdateStatus,
@@ -165,6 +166,7 @@ async def rollback(
     force: bool = False,
     on_progress: ProgressCallback | None = None,
     stop: asyncio.Event | None = None,
+    on_result: ResultCallback | None = None,
 ) -> RollbackReport:
     """``client.rollback``: restore what the migration journal may have changed. A file that is
     not a migration journal is refused (ValidationError) before anything is sent."""
@@ -194,6 +196,7 @@ async def rollback(
             total=None,
             on_progress=on_progress,
             stop=stop,
+            on_result=on_result,
         )
     finally:
         writer.close()  # already closed by the run, unless the listing failed

@@ -26,7 +26,7 @@ from ._session import CallTrace, Session, is_fatal, send_update
 from .format import Intent, Outcome, Values
 from .journal import JournalWriter
 from .reader import BadLine
-from .report import ProgressCallback, Tally, UpdateResult, UpdateStatus
+from .report import ProgressCallback, ResultCallback, Tally, UpdateResult, UpdateStatus
 
 __all__ = ["WorkItem"]  # the rest serves this package's modules only
 
@@ -324,7 +324,7 @@ async def collect(
     total: int | None,
     on_progress: ProgressCallback | None,
     stop: asyncio.Event | None,
-    on_result: Callable[[UpdateResult], None] | None = None,
+    on_result: ResultCallback | None = None,
 ) -> tuple[Tally, dict[str, Any]]:
     """Drive a result stream to its end: the tally and the report fields it yields."""
     before = session.stats

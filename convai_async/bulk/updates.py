@@ -21,7 +21,7 @@ from .format import new_header
 from .index import JournalIndex, State, fingerprint, index_journal
 from .journal import JournalWriter
 from .reader import read_header
-from .report import BulkReport, ProgressCallback, UpdateResult, UpdateStatus
+from .report import BulkReport, ProgressCallback, ResultCallback, UpdateResult, UpdateStatus
 from .runner import WorkItem, collect, stream_items, values_of
 
 # The entry points are the client's methods (stream_updates, bulk_update, bulk_set_*).
@@ -128,6 +128,7 @@ async def run_bulk(
     on_progress: ProgressCallback | None = None,
     total: int | None = None,
     stop: asyncio.Event | None = None,
+    on_result: ResultCallback | None = None,
 ) -> BulkReport:
     """``client.bulk_update``: run to the end and report. Per-item failures never raise."""
     if total is None and isinstance(updates, (list, tuple)):
@@ -141,5 +142,6 @@ async def run_bulk(
         total=total,
         on_progress=on_progress,
         stop=stop,
+        on_result=on_result,
     )
     return BulkReport(**fields, journal=os.fspath(journal) if journal is not None else None)

@@ -92,8 +92,8 @@ def _verbose() -> None:
 
 
 def _resume_hint(stop: Interrupted) -> str | None:
-    if stop.report is None:
-        return None
+    if stop.report is None or stop.resume is not None:
+        return None  # the exact command, when there is one, gets a line of its own
     if stop.report.journal:
         return f"resume: run the same command again with --journal {stop.report.journal}"
     return "no journal was kept; pass --journal PATH to make runs resumable"
@@ -131,6 +131,8 @@ def _run(args: argparse.Namespace, output: Output) -> int:
         output.error(
             stop, exit_code_for(stop), hint=_resume_hint(stop), document=stop.report is None
         )
+        if stop.resume is not None:
+            output.notice(f"resume: {stop.resume}")
         return exit_code_for(stop)
     except (KeyboardInterrupt, asyncio.CancelledError) as error:
         output.error(Interrupted(signal.SIGINT), exit_code_for(error))

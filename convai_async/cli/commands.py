@@ -9,19 +9,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from datetime import datetime
 from pathlib import Path
 
-from .. import BulkReport, Character, CharacterUpdate, ConvaiClient, catalog
+from .. import BulkReport, Character, CharacterUpdate, ConvaiClient, RollbackReport, catalog
+from ..bulk import new_journal_path
 from . import documents as docs
+from .again import KEY_NOTE, migrate_command, needs_key_note, rollback_command
 from .exits import EXIT_OK, UsageError
 from .inputs import char_ids_from, confirm, csv_updates, llm_secret, open_text, updates_for
-from .output import Mode, Output, table
+from .output import Output, table
 from .progress import Feedback
-from .running import run_bulk, streamed
+from .running import item_lines, report_text, run_bulk
 
 __all__ = ["COMMANDS", "cmd_models"]
 
@@ -52,18 +54,13 @@ async def bulk(
     """set-model, set-temperature and update: a bulk update, streamed with --json-lines."""
 
     def run(view: Feedback, stop: asyncio.Event) -> Awaitable[BulkReport]:
-        if output.mode is Mode.JSON_LINES:
-            return streamed(
-                client,
-                output,
-                updates,
-                total=total,
-                journal=args.journal,
-                on_progress=view,
-                stop=stop,
-            )
         return client.bulk_update(
-            updates, journal=args.journal, on_progress=view, total=total, stop=stop
+            updates,
+            journal=args.journal,
+            on_progress=view,
+            total=total,
+            stop=stop,
+            on_result=item_lines(output),
         )
 
     return await run_bulk(
@@ -153,44 +150,119 @@ async def cmd_migrate(client: ConvaiClient, args: argparse.Namespace, output: Ou
     )
     selection = {"from_model": args.from_model, "where_name": args.where_name}
     plan_fields = docs.plan_fields(plan, selection)
-    if args.dry_run or not plan.updates:
+    # a journal that holds a run is resumed: its recorded plan, even if nothing is left to change
+    resuming = args.journal is not None and _holds_a_run(Path(args.journal))
+    if args.dry_run or not (plan.updates or resuming):
         note = "(dry run: nothing sent)" if args.dry_run else "nothing to change"
         output.result(
             f"{plan.summary()}\n{note}",
-            docs.document("migrate", plan=plan_fields, dry_run=args.dry_run, report=None),
+            docs.document(
+                "migrate",
+                plan=plan_fields,
+                dry_run=args.dry_run,
+                resumed=False,
+                report=None,
+                resume_command=None,
+                undo_command=None,
+            ),
         )
         return EXIT_OK
-    output.note(plan.summary())
-    confirm(output, f"Apply {len(plan.updates)} updates?", args.yes)
-    journal = args.journal or f"convai-migrate-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
-    output.note(
-        f"journal: {journal} (to resume: the same command with --journal {journal}; "
-        f"to undo: convai-async rollback --journal {journal})"
-    )
+    if resuming:
+        output.note(
+            f"resuming the migration recorded in {args.journal}: its own plan; what it records "
+            "as applied is not sent again"
+        )
+        confirm(output, f"Resume the migration recorded in {args.journal}?", args.yes)
+    else:
+        output.note(plan.summary())
+        confirm(output, f"Apply {len(plan.updates)} updates?", args.yes)
+    # a new, exclusively created file: two runs in the same second never share a journal
+    journal = args.journal or os.fspath(new_journal_path(".", "convai-migrate"))
+    resume = migrate_command(args, journal)
+    undo = rollback_command(args, journal, rollback_journal=None, force=False, yes=args.yes)
+    note = f" ({KEY_NOTE})" if needs_key_note(args) else ""
+    output.note(f"journal: {journal}\nto resume: {resume}{note}\nto undo: {undo}{note}")
+    commands = {"resume_command": resume, "undo_command": undo}
     return await run_bulk(
         client,
         output,
         "migrate",
-        lambda view, stop: client.apply(plan, journal, view, stop=stop),
-        lambda report: docs.document(
-            "migrate", plan=plan_fields, dry_run=False, report=docs.report_fields(report)
+        lambda view, stop: client.apply(
+            plan, journal, view, stop=stop, on_result=item_lines(output)
         ),
+        lambda report: docs.document(
+            "migrate",
+            plan=plan_fields,
+            dry_run=False,
+            resumed=resuming,
+            report=docs.report_fields(report),
+            **commands,
+        ),
+        resume=resume + note,
     )
+
+
+def _holds_a_run(journal: Path) -> bool:
+    """Whether a journal file holds a run to resume (an empty file is a fresh journal)."""
+    try:
+        return journal.is_file() and journal.stat().st_size > 0
+    except OSError:
+        return False  # the library names the problem when it opens the journal
 
 
 async def cmd_rollback(client: ConvaiClient, args: argparse.Namespace, output: Output) -> int:
     journal = Path(args.journal)
+    if journal.is_dir():
+        raise UsageError(f"--journal: {journal} is a directory, not a migration journal")
     if not journal.is_file():
         raise UsageError(f"--journal: no such file: {journal}")
+    resume = rollback_command(
+        args, journal, rollback_journal=args.rollback_journal, force=args.force, yes=args.yes
+    )
+    # a rollback journal resumes only with the --force it began with: forcing takes a new one
+    forced = rollback_command(
+        args,
+        journal,
+        rollback_journal=journal.with_name(f"{journal.stem}.rollback-forced.jsonl"),
+        force=True,
+        yes=args.yes,
+    )
+    note = f" ({KEY_NOTE})" if needs_key_note(args) else ""
     confirm(output, f"Restore every character changed in {journal}?", args.yes)
+
+    def force_command(report: BulkReport) -> str | None:
+        if isinstance(report, RollbackReport) and report.conflicts and not report.force:
+            return forced
+        return None
+
+    def text(report: BulkReport) -> str:
+        lines = [report_text(report)]
+        if force_command(report) is not None:
+            lines.append(f"to restore the conflicting characters anyway: {forced}{note}")
+        if not report.ok and not report.stopped and (report.failed or report.aborted):
+            lines.append(f"to retry what failed: {resume}{note}")
+        return "\n".join(lines)
+
     return await run_bulk(
         client,
         output,
         "rollback",
         lambda view, stop: client.rollback(
-            journal, rollback_journal=args.rollback_journal, on_progress=view, stop=stop
+            journal,
+            rollback_journal=args.rollback_journal,
+            force=args.force,
+            on_progress=view,
+            stop=stop,
+            on_result=item_lines(output),
         ),
-        lambda report: docs.document("rollback", report=docs.report_fields(report)),
+        lambda report: docs.document(
+            "rollback",
+            report=docs.report_fields(report),
+            resume_command=resume,
+            force_command=force_command(report),
+        ),
+        text_for=text,
+        resume=resume + note,
     )
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 
 from .. import BulkReport, ConvaiClient
+from ..bulk import default_rollback_journal, new_journal_path
 from ..testing import FakeConvai, Faults
 from . import documents as docs
-from .exits import EXIT_FAILED, EXIT_OK
+from .exits import EXIT_FAILED, EXIT_OK, UsageError
 from .output import Output
 from .running import run_bulk
 
@@ -54,9 +54,10 @@ def against_ideal(report: BulkReport, limit: float) -> str:
 async def cmd_demo(args: argparse.Namespace, output: Output) -> int:
     characters = args.characters or DEMO_CHARACTERS
     folder = Path(args.journal_dir or ".")
-    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
-    journal = folder / f"convai-demo-{stamp}.jsonl"
-    rollback_journal = folder / f"convai-demo-{stamp}-rollback.jsonl"
+    if not folder.is_dir():
+        raise UsageError(f"--journal-dir: no such folder: {folder}")
+    journal = new_journal_path(folder, "convai-demo")  # a new file, even within one second
+    rollback_journal = default_rollback_journal(journal)
     limit = DEMO_FAULTS.rate_limit or 0.0
     async with FakeConvai(characters=characters, faults=DEMO_FAULTS, record=False) as fake:
         output.note(

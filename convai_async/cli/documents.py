@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .. import BulkReport, Character, CustomModel, MigrationPlan, UpdateResult
+from .. import BulkReport, Character, CustomModel, MigrationPlan, RollbackReport, UpdateResult
 from ..catalog import BuiltinModel
 
 __all__ = [
@@ -98,12 +98,15 @@ def item_document(result: UpdateResult) -> dict[str, Any]:
 
 
 def report_fields(report: BulkReport) -> dict[str, Any]:
-    return {
+    """A *report*; a rollback's adds its journals, ``force``, conflicts and not_recorded."""
+    fields: dict[str, Any] = {
+        "ok": report.ok,
         "total": report.total,
         "succeeded": report.succeeded,
         "already_applied": report.already_applied,
         "failed": report.failed,
         "skipped": report.skipped,
+        "superseded": report.superseded,
         "aborted": report.aborted,
         "abort_reason": report.abort_reason,
         "stopped": report.stopped,
@@ -116,6 +119,26 @@ def report_fields(report: BulkReport) -> dict[str, Any]:
             {"index": f.index, "char_id": f.char_id, "error": str(f.error)} for f in report.failures
         ],
     }
+    if isinstance(report, RollbackReport):
+        fields.update(
+            migration_journal=report.migration_journal,
+            force=report.force,
+            conflicts=report.conflicts,
+            conflict_sample=[
+                {
+                    "char_id": c.char_id,
+                    "expected": _settings(c.expected),
+                    "found": _settings(c.found),
+                }
+                for c in report.conflict_sample
+            ],
+            not_recorded=report.not_recorded,
+        )
+    return fields
+
+
+def _settings(values: tuple[str | None, float | None]) -> dict[str, Any]:
+    return {"model": values[0], "temperature": values[1]}
 
 
 def plan_fields(plan: MigrationPlan, selection: Mapping[str, Any]) -> dict[str, Any]:

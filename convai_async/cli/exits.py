@@ -1,16 +1,25 @@
 """The command line's exit codes: the one map from an outcome to a code, and its help text.
 
-0 everything done, 1 some items failed (or a single call failed), 2 usage or validation error
-(nothing sent), 3 aborted (authentication, permission, quota), 130 interrupted (Ctrl-C),
-141 stdout was closed before the output was written (the work itself was done), 143 terminated
-(SIGTERM). Every code path that ends the program asks this module for its code.
+0 everything done, 1 some items failed (or a single call failed, or a rollback left conflicts),
+2 usage or validation error (nothing sent), 3 aborted (authentication, permission, quota, or
+nothing but 429s for the patience), 4 the journal could not be created, locked or written,
+130 interrupted (Ctrl-C), 141 stdout was closed before the output was written (the work itself
+was done), 143 terminated (SIGTERM). Every code path that ends the program asks this module for
+its code.
 """
 
 from __future__ import annotations
 
 import signal
 
-from .. import AuthenticationError, BulkReport, PermissionDeniedError, QuotaExceededError
+from .. import (
+    AuthenticationError,
+    BulkReport,
+    JournalError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitPatienceError,
+)
 from ..errors import ValidationError
 
 __all__ = [
@@ -19,6 +28,7 @@ __all__ = [
     "EXIT_CODES_HELP",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_JOURNAL",
     "EXIT_OK",
     "EXIT_TERMINATED",
     "EXIT_USAGE",
@@ -35,18 +45,25 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
+EXIT_JOURNAL = 4
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 # errors after which no further request of the run can succeed
-FATAL_ERRORS = (AuthenticationError, PermissionDeniedError, QuotaExceededError)
+FATAL_ERRORS = (
+    AuthenticationError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitPatienceError,
+)
 
 EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}    done
   {EXIT_FAILED}    some items (or the call) failed; see the report
   {EXIT_USAGE}    usage or validation error: nothing was sent
-  {EXIT_ABORTED}    aborted: wrong key, no permission or quota exhausted
+  {EXIT_ABORTED}    aborted: wrong key, no permission, quota exhausted, or 429s for too long
+  {EXIT_JOURNAL}    the journal could not be created, locked or written (fix it, run again)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C): requests in flight finished, the journal is intact
   {EXIT_BROKEN_PIPE}  stdout was closed early (e.g. | head); the work itself was done
   {EXIT_TERMINATED}  terminated (SIGTERM): like the first Ctrl-C"""
@@ -71,10 +88,16 @@ class InternalError(Exception):
 class Interrupted(Exception):
     """The run stopped on SIGINT or SIGTERM, or a prompt was interrupted.
 
-    ``report`` is the partial bulk report (None when nothing had started)."""
+    ``report`` is the partial bulk report (None when nothing had started or the second signal
+    abandoned the run); ``resume`` the exact command that resumes it, when there is one."""
 
     def __init__(
-        self, signum: int, report: BulkReport | None = None, *, forced: bool = False
+        self,
+        signum: int,
+        report: BulkReport | None = None,
+        *,
+        forced: bool = False,
+        resume: str | None = None,
     ) -> None:
         name = signal.Signals(signum).name
         if forced:
@@ -91,6 +114,7 @@ class Interrupted(Exception):
         super().__init__(message)
         self.signum = signum
         self.report = report
+        self.resume = resume
 
 
 def exit_code_for(error: BaseException) -> int:
@@ -103,11 +127,16 @@ def exit_code_for(error: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(error, FATAL_ERRORS):
         return EXIT_ABORTED
+    if isinstance(error, JournalError):
+        return EXIT_JOURNAL
     return EXIT_FAILED
 
 
 def report_exit_code(report: BulkReport) -> int:
-    """The exit code for a bulk run that ran to its end."""
+    """The exit code for a bulk run that ran to its end: a rollback with conflicts or values
+    it could not restore is not ok (``report.ok``)."""
     if report.aborted:
-        return EXIT_ABORTED
-    return EXIT_OK if report.failed == 0 else EXIT_FAILED
+        # the runner names the error that stopped it: "JournalError: ..." for the journal
+        reason = report.abort_reason or ""
+        return EXIT_JOURNAL if reason.startswith(f"{JournalError.__name__}:") else EXIT_ABORTED
+    return EXIT_OK if report.ok else EXIT_FAILED

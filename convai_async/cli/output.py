@@ -108,6 +108,10 @@ class Output:
         if not self.quiet:
             self._write(self.stderr, text + "\n")
 
+    def notice(self, text: str) -> None:
+        """A line on stderr even with -q: what to run next after an error or interruption."""
+        self._write(self.stderr, text + "\n")
+
     def prompt(self, text: str) -> None:
         self._write(self.stderr, text)
 

@@ -274,18 +274,35 @@ def build_parser() -> CliParser:
     sub.add_argument(
         "--journal",
         metavar="PATH",
-        help="journal to write or resume (default: a new file in this directory)",
+        help="journal to write, or to resume with the same arguments (default: a new "
+        "convai-migrate-<time>-<random>.jsonl in this directory; its resume and undo commands "
+        "are printed)",
     )
     _unknown_model_argument(sub)
+    sub.add_argument("--json-lines", action="store_true", help=JSON_LINES_HELP)
     sub.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
     sub = command(
         "rollback",
-        "restore the values a migration journal recorded before its changes",
-        "convai-async rollback --journal convai-migrate-20250101-120000.jsonl",
+        "restore the values a migration journal recorded before its changes, where the "
+        "characters still have the migration's values (the others are conflicts, left alone "
+        "unless --force)",
+        "convai-async rollback --journal convai-migrate-20250101T120000Z-1a2b3c4d.jsonl",
+        "convai-async rollback --journal m.jsonl --rollback-journal undo.jsonl --yes --json",
     )
     sub.add_argument("--journal", required=True, metavar="PATH", help="the migration's journal")
-    sub.add_argument("--rollback-journal", metavar="PATH", help="journal of the rollback itself")
+    sub.add_argument(
+        "--rollback-journal",
+        metavar="PATH",
+        help="journal of the rollback itself; run the same command again to resume it "
+        "(default: <journal stem>.rollback.jsonl beside the migration's)",
+    )
+    sub.add_argument(
+        "--force",
+        action="store_true",
+        help="also restore characters changed since the migration (conflicts)",
+    )
+    sub.add_argument("--json-lines", action="store_true", help=JSON_LINES_HELP)
     sub.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
     sub = command(

@@ -2,26 +2,26 @@
 
 The first SIGINT (Ctrl-C) or SIGTERM stops reading new items; requests in flight finish and are
 journaled, the summary is printed, and the exit code says which signal it was. A second signal
-cancels at once. With ``--json-lines`` each item's outcome is printed as it finishes.
+cancels at once. With ``--json-lines`` each item's outcome is printed as it finishes (the
+library's ``on_result``), then the report.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import signal
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from .. import BulkReport, CharacterUpdate, ConvaiClient, Progress, UpdateResult, UpdateStatus
+from .. import BulkReport, ConvaiClient, RollbackReport, UpdateResult
+from ..bulk import ResultCallback
 from .documents import item_document
 from .exits import FATAL_ERRORS, Interrupted, report_exit_code
-from .output import Output
+from .output import Mode, Output
 from .progress import Feedback
 
-__all__ = ["BulkRun", "report_text", "run_bulk", "streamed"]
+__all__ = ["BulkRun", "item_lines", "report_text", "run_bulk"]
 
 BulkRun = Callable[[Feedback, asyncio.Event], Awaitable[BulkReport]]
 SHOWN_FAILURES = 10
@@ -73,8 +73,12 @@ async def run_bulk(
     label: str,
     bulk_run: BulkRun,
     document_for: Callable[[BulkReport], Mapping[str, Any]],
+    *,
+    text_for: Callable[[BulkReport], str] | None = None,
+    resume: str | None = None,
 ) -> int:
-    """Run a bulk call with live feedback and graceful signals; print its report."""
+    """Run a bulk call with live feedback and graceful signals; print its report. ``resume``:
+    the exact command that resumes the run, carried by ``Interrupted`` when a signal stops it."""
     with StopOnSignal(output) as stopper:
         async with Feedback(output, label, client) as view:
             try:
@@ -82,81 +86,48 @@ async def run_bulk(
             except asyncio.CancelledError:
                 if stopper.forced is None:
                     raise
-                raise Interrupted(stopper.forced, forced=True) from None
-    output.result(report_text(report), document_for(report))
+                raise Interrupted(stopper.forced, forced=True, resume=resume) from None
+    output.result((text_for or report_text)(report), document_for(report))
     if report.stopped:
-        raise Interrupted(stopper.signum or signal.SIGINT, report)
+        raise Interrupted(stopper.signum or signal.SIGINT, report, resume=resume)
     return report_exit_code(report)
 
 
-async def streamed(
-    client: ConvaiClient,
-    output: Output,
-    updates: Iterable[CharacterUpdate],
-    *,
-    total: int,
-    journal: str | None,
-    on_progress: Callable[[Progress], None],
-    stop: asyncio.Event,
-) -> BulkReport:
-    """``client.stream_updates`` with one JSON line per item, tallied into a BulkReport."""
-    before = client.stats
-    started = time.monotonic()
-    counts: collections.Counter[UpdateStatus] = collections.Counter()
-    failures: list[UpdateResult] = []
-    abort_reason: str | None = None
-    async for result in client.stream_updates(updates, journal=journal, stop=stop):
+def item_lines(output: Output) -> ResultCallback | None:
+    """With --json-lines: the ``on_result`` callback printing each item's line as it finishes."""
+    if output.mode is not Mode.JSON_LINES:
+        return None
+
+    def print_item(result: UpdateResult) -> None:
         output.line(item_document(result))
-        counts[result.status] += 1
-        if result.status is UpdateStatus.FAILED:
-            failures.append(result)
-            if abort_reason is None and isinstance(result.error, FATAL_ERRORS):
-                abort_reason = f"{type(result.error).__name__}: {result.error}"
-        elapsed = time.monotonic() - started
-        done = sum(counts.values())
-        on_progress(
-            Progress(
-                done=done,
-                total=total,
-                ok=counts[UpdateStatus.APPLIED] + counts[UpdateStatus.ALREADY_APPLIED],
-                failed=counts[UpdateStatus.FAILED],
-                skipped=counts[UpdateStatus.SKIPPED],
-                rate=done / elapsed if elapsed > 0 else 0.0,
-                elapsed=elapsed,
-            )
-        )
-    after = client.stats
-    return BulkReport(
-        total=sum(counts.values()),
-        succeeded=counts[UpdateStatus.APPLIED],
-        failed=counts[UpdateStatus.FAILED],
-        skipped=counts[UpdateStatus.SKIPPED],
-        already_applied=counts[UpdateStatus.ALREADY_APPLIED],
-        failures=tuple(failures),
-        duration=time.monotonic() - started,
-        requests=after.requests - before.requests,
-        retries=after.retries - before.retries,
-        rate_limited=after.rate_limited - before.rate_limited,
-        aborted=abort_reason is not None,
-        abort_reason=abort_reason,
-        journal=journal,
-        stopped=stop.is_set(),
-    )
+
+    return print_item
 
 
 def report_text(report: BulkReport) -> str:
-    """The report for people. An abort is one line, however many items it failed."""
+    """The report for people. An abort is one line, however many items it failed. A rollback
+    adds its conflicts (with a sample), the values it could not restore, and both journals."""
+    rollback = report if isinstance(report, RollbackReport) else None
     rate = report.total / report.duration if report.duration > 0 else 0.0
-    lines = [
+    done = "restored" if rollback else "applied"
+    counts = (
         f"{report.total} items in {report.duration:.1f}s ({rate:.0f}/s): "
-        f"{report.succeeded} applied, {report.already_applied} already applied, "
-        f"{report.failed} failed, {report.skipped} skipped",
+        f"{report.succeeded} {done}, {report.already_applied} already "
+        f"{'as before' if rollback else 'applied'}, {report.failed} failed, "
+        f"{report.skipped} skipped"
+    )
+    if report.superseded:
+        counts += f", {report.superseded} superseded"
+    lines = [
+        counts,
         f"{report.requests} requests, {report.retries} retries, {report.rate_limited} answered 429",
     ]
-    failures = list(report.failures)
+    failures = list(report.failures)  # a sample: report.failed counts them all
+    unshown = report.failed
     if report.aborted:
         fatal = [f for f in failures if isinstance(f.error, FATAL_ERRORS)]
         failures = [f for f in failures if not isinstance(f.error, FATAL_ERRORS)]
+        unshown -= len(fatal)
         lines.append(
             f"ABORTED: {report.abort_reason} "
             f"({len(fatal)} items failed with it, {report.skipped} not sent)"
@@ -165,8 +136,40 @@ def report_text(report: BulkReport) -> str:
         lines.append("STOPPED before the end of the input")
     for failure in failures[:SHOWN_FAILURES]:
         lines.append(f"  failed {failure.char_id}: {failure.error}")
-    if len(failures) > SHOWN_FAILURES:
-        lines.append(f"  ... and {len(failures) - SHOWN_FAILURES} more failures")
-    if report.journal:
+    unshown -= min(len(failures), SHOWN_FAILURES)
+    if unshown > 0:
+        lines.append(f"  ... and {unshown} more failures (the journal lists every one)")
+    if rollback is not None:
+        lines += _rollback_lines(rollback)
+    elif report.journal:
         lines.append(f"journal: {report.journal}")
     return "\n".join(lines)
+
+
+def _values(values: tuple[str | None, float | None]) -> str:
+    model, temperature = values
+    return f"{model or '(no model)'} / {'(none)' if temperature is None else f'{temperature:g}'}"
+
+
+def _rollback_lines(report: RollbackReport) -> list[str]:
+    lines = []
+    if report.conflicts:
+        lines.append(
+            f"CONFLICTS: {report.conflicts} characters changed since the migration were left "
+            "alone (model / temperature)"
+        )
+        for conflict in report.conflict_sample[:SHOWN_FAILURES]:
+            lines.append(
+                f"  conflict {conflict.char_id}: the migration set {_values(conflict.expected)}, "
+                f"now {_values(conflict.found)}"
+            )
+        if report.conflicts > SHOWN_FAILURES:
+            lines.append(f"  ... and {report.conflicts - SHOWN_FAILURES} more conflicts")
+    if report.not_recorded:
+        lines.append(
+            f"NOT RECORDED: {report.not_recorded} characters had no value recorded before the "
+            "migration (no model or temperature); those fields were left as they are"
+        )
+    lines.append(f"migration journal: {report.migration_journal}")
+    lines.append(f"rollback journal: {report.journal}" + (" (forced)" if report.force else ""))
+    return lines
