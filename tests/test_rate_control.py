@@ -192,10 +192,7 @@ def second_half_rate(run: Run) -> float:
 
 
 # Known misses (issue 12 still open for these), strict: a fix makes them fail as XPASS.
-_SLIDING = "the sliding window's answers fool the short-epoch estimate: the rate settles ~12% low"
 KNOWN_MISSES = {
-    ("sliding log", "decimal"): _SLIDING,
-    ("sliding, refused count", "decimal"): _SLIDING,
     **{
         ("fixed window 10s", style): "throughput holds (0.93x ideal) but the rate reported "
         "is the burst within the window, not the 10 s average"

@@ -138,6 +138,10 @@ def on_rate_limited(
     if since is not None and since - sending >= LONG_PAUSE and sending < since / 2:
         # The server's pause dwarfs the sending (a long window's quota): its share is the rate.
         estimate: float | None = cycle_rate
+    elif sent_rate is not None and state.phase == STEADY and accepted.tail == 0:
+        # Nothing accepted since sending resumed: the server's quota has not come back yet
+        # (a window not yet over). Nothing learnt about the rate: keep the last good one.
+        estimate = good
     elif sent_rate is None:
         estimate = None  # unpaced: what was accepted says more about bursts than rates
     elif state.phase == SLOW_START:
