@@ -219,3 +219,18 @@ def test_a_long_pause_makes_the_cycle_the_measure() -> None:
     accepted = Accepted(tail=2000, tail_seconds=1.5, cycle=2000)
     after = on_rate_limited(state, now=11.5, sent_at=11.4, retry_after=8.5, accepted=accepted)
     assert after.good == pytest.approx(200.0)
+    assert after.plateau == controller.MAX_PLATEAU  # a window's quota is exact: probe rarely
+
+
+def test_a_429_before_anything_was_accepted_again_keeps_the_good_rate() -> None:
+    state = RateState(
+        phase=controller.STEADY, base=184.0, good=200.0, epoch_started=10.0, reacted_at=9.85
+    )
+    # Refused at once after a short quiet pause: the window is not over yet, nothing learnt
+    accepted = Accepted(tail=0, tail_seconds=0.01, cycle=0)
+    after = on_rate_limited(state, now=10.01, sent_at=10.0, retry_after=None, accepted=accepted)
+    assert after.good == 200.0
+    assert after.base == pytest.approx(controller.BACKOFF * 200.0)
+    # The same after a long pause: a quota that has not come back is no measure of the rate
+    later = on_rate_limited(after, now=13.0, sent_at=12.99, retry_after=None, accepted=accepted)
+    assert later.good == 200.0

@@ -21,6 +21,10 @@ the rest, so the accepted rate at the moment of a 429 is the limit, whatever the
   that it probes beyond ``good``, slowly at first and then fast (a freed limit is found in
   seconds). A 429 that confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a
   known limit is probed ever more rarely; a different limit starts again from ``MIN_PLATEAU``.
+  A whole window's quota counted over the window is exact: its plateau is ``MAX_PLATEAU`` at
+  once (probing beyond it would only spend the next window's quota early). A 429 when nothing
+  was accepted since sending resumed (the quota is not back yet) teaches nothing about the
+  rate: the last good rate stands.
 
 A 429 counts once per epoch (an epoch begins when sending resumes after a reaction): refusals
 of requests sent earlier are the same overload seen late.
@@ -135,9 +139,20 @@ def on_rate_limited(
     )
     sent_rate = rate_at(state, sent_at)
     phase, good, plateau = state.phase, state.good, state.plateau
-    if since is not None and since - sending >= LONG_PAUSE and sending < since / 2:
+    counted_window = False  # the estimate is a whole window's quota over the window
+    if (
+        accepted.cycle
+        and since is not None
+        and since - sending >= LONG_PAUSE
+        and sending < since / 2
+    ):
         # The server's pause dwarfs the sending (a long window's quota): its share is the rate.
         estimate: float | None = cycle_rate
+        counted_window = True
+    elif sent_rate is not None and state.phase == STEADY and accepted.tail == 0:
+        # Nothing accepted since sending resumed: the server's quota has not come back yet
+        # (a window not yet over). Nothing learnt about the rate: keep the last good one.
+        estimate = good
     elif sent_rate is None:
         estimate = None  # unpaced: what was accepted says more about bursts than rates
     elif state.phase == SLOW_START:
@@ -168,6 +183,10 @@ def on_rate_limited(
     else:
         same = good > 0 and abs(estimate - good) <= SAME_LIMIT * good
         plateau = min(MAX_PLATEAU, plateau * 2.0) if same else MIN_PLATEAU
+        if counted_window:
+            # A whole window's quota counted over the window: exact, and a probe beyond it
+            # would only spend the next window's quota early. Probe rarely.
+            plateau = MAX_PLATEAU
         phase, good = STEADY, max(MIN_RATE, estimate)
         base = max(MIN_RATE, BACKOFF * good)
     return RateState(
