@@ -1,0 +1,19 @@
+"""A rate limit shared by every process using one API key, through Redis (the ``redis`` extra).
+
+Nothing here imports redis-py until ``SharedLimit.from_url`` is called.
+"""
+
+from .keys import DEFAULT_PREFIX, SharedKeys, key_digest, shared_keys
+from .limit import DEFAULT_BATCH, DEFAULT_OPERATION_TIMEOUT, FALLBACK, SHARED, SharedLimit
+
+__all__ = [
+    "DEFAULT_BATCH",
+    "DEFAULT_OPERATION_TIMEOUT",
+    "DEFAULT_PREFIX",
+    "FALLBACK",
+    "SHARED",
+    "SharedKeys",
+    "SharedLimit",
+    "key_digest",
+    "shared_keys",
+]
