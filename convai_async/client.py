@@ -26,6 +26,9 @@ from . import _validation as check
 from . import catalog, protocol
 from ._converter import converter
 from ._engine.limiter import AdaptiveLimiter
+from ._engine.shared import DEFAULT_OPERATION_TIMEOUT as DEFAULT_REDIS_TIMEOUT
+from ._engine.shared import DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX
+from ._engine.shared import SharedLimit
 from ._retry import RetryBudget, full_jitter_waits
 from ._transport import AiohttpTransport
 from ._version import __version__
@@ -70,6 +73,7 @@ __all__ = [
 logger = logging.getLogger("convai_async")
 
 API_KEY_ENV = "CONVAI_API_KEY"
+REDIS_URL_ENV = "CONVAI_REDIS_URL"
 DEFAULT_BASE_URL = "https://api.convai.com"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -117,6 +121,8 @@ class ClientStats:
     effective_rate: float | None
     paused_for: float
     retry_budget_left: int
+    shared_limit: str = "off"  # "off", "shared" (through Redis) or "local fallback"
+    shared_limit_failures: int = 0  # Redis operations that failed or timed out (failed open)
 
 
 @define
@@ -189,6 +195,9 @@ class ConvaiClient:
         max_list_response_bytes: int = DEFAULT_MAX_LIST_RESPONSE_BYTES,
         allow_insecure_http: bool = False,
         trace_configs: Sequence[aiohttp.TraceConfig] | None = None,
+        redis_url: str | None = None,
+        redis_prefix: str = DEFAULT_REDIS_PREFIX,
+        redis_timeout: float = DEFAULT_REDIS_TIMEOUT,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get(API_KEY_ENV)
@@ -221,11 +230,25 @@ class ConvaiClient:
             session=session,
             trace_configs=trace_configs,
         )
+        # -- shared rate limit (issue 13): only with a Redis URL is redis-py imported
+        if redis_url is None:
+            redis_url = os.environ.get(REDIS_URL_ENV) or None
+        self._shared = (
+            None
+            if redis_url is None
+            else SharedLimit.from_url(
+                redis_url,
+                self._api_key,
+                prefix=redis_prefix,
+                operation_timeout=check.positive("redis_timeout", redis_timeout),
+            )
+        )
         self._limiter = AdaptiveLimiter(
             max_concurrency=self._max_concurrency,
             requests_per_second=rate,
             burst=check.whole("burst", burst, minimum=1),
             max_retry_after=check.positive("max_retry_after", max_retry_after),
+            shared=self._shared,
         )
         self._budget = RetryBudget(
             capacity=retry.budget,
@@ -274,6 +297,8 @@ class ConvaiClient:
         """Close the session this client created (a session passed in is left open). Idempotent."""
         self._closed = True
         await self._transport.close()
+        if self._shared is not None:
+            await self._shared.close()
 
     @property
     def closed(self) -> bool:
@@ -301,6 +326,8 @@ class ConvaiClient:
             effective_rate=self._limiter.effective_rate,
             paused_for=self._limiter.paused_for,
             retry_budget_left=self._budget.tokens,
+            shared_limit="off" if self._shared is None else self._shared.status,
+            shared_limit_failures=0 if self._shared is None else self._shared.failures,
         )
 
     # -- the request path -----------------------------------------------------------------------

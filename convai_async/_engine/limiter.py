@@ -36,7 +36,10 @@ import asyncio
 import collections
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .shared import SharedLimit
 
 __all__ = ["AdaptiveLimiter"]
 
@@ -56,6 +59,7 @@ SEND_LOG_SIZE = 50_000
 _BISECTION_STEPS = 40
 _SEND_RATE_SAMPLES = 16
 _OPEN, _SLOW_START, _STEADY = "open", "slow start", "steady"
+_PHASES = {phase: phase for phase in (_OPEN, _SLOW_START, _STEADY)}
 
 
 class AdaptiveLimiter:
@@ -67,8 +71,10 @@ class AdaptiveLimiter:
         burst: int,
         max_retry_after: float,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedLimit | None = None,
     ) -> None:
         self._clock = clock
+        self._shared = shared  # pacing, pause and the model shared through Redis
         self._max_concurrency = max_concurrency
         self._limit = float(max_concurrency)
         self._in_flight = 0
@@ -138,7 +144,10 @@ class AdaptiveLimiter:
 
     @property
     def paused_for(self) -> float:
-        return max(0.0, self._paused_until - self._clock())
+        until = self._paused_until
+        if self._shared is not None:
+            until = max(until, self._shared.paused_until)
+        return max(0.0, until - self._clock())
 
     # -- acquire / release ----------------------------------------------------------------------
 
@@ -177,6 +186,9 @@ class AdaptiveLimiter:
                 waiter.set_result(None)
 
     async def _pace(self) -> None:
+        if self._shared is not None:
+            await self._pace_shared(self._shared)
+            return
         if self._paused_until == 0.0 and self.effective_rate is None:
             return  # the common case, unlimited and never paused: no lock
         async with self._pacing:  # FIFO: only the head of the line holds a reservation
@@ -196,6 +208,33 @@ class AdaptiveLimiter:
                 # The rate may rise while we sleep (slow start): wake soon and look again.
                 await asyncio.sleep(min(send_at - now, MAX_PACING_SLEEP))
 
+    async def _pace_shared(self, shared: SharedLimit) -> None:
+        async with self._pacing:
+            self._adopt(shared.take_newer_state())
+            # our own pauses are given to ``shared`` too, which honours them with everyone's
+            await shared.wait_turn(self.effective_rate, self._burst)
+
+    def _adopt(self, state: Mapping[str, Any] | None) -> None:
+        """Take the model another process published (its epoch, on our clock)."""
+        if state is None or self._shared is None:
+            return
+        try:
+            phase = _PHASES[state["phase"]]
+            rate, started = float(state["rate"]), float(state["started"])
+            burst = int(state["burst"])
+        except (KeyError, TypeError, ValueError):
+            return
+        self._phase, self._epoch_rate, self._server_burst = phase, rate, max(1, burst)
+        self._epoch_started = self._shared.to_local_time(started)
+
+    def _published_state(self, shared: SharedLimit) -> dict[str, Any]:
+        return {
+            "phase": self._phase,
+            "rate": self._epoch_rate,
+            "started": shared.to_shared_time(self._epoch_started),
+            "burst": self._server_burst,
+        }
+
     # -- feedback -------------------------------------------------------------------------------
 
     def on_success(self) -> None:
@@ -209,20 +248,25 @@ class AdaptiveLimiter:
             # Sent before this epoch began: the overload already reacted to. Still honour a
             # longer Retry-After.
             if retry_after is not None:
-                self._pause(now, retry_after)
+                seconds = self._pause(now, retry_after)
+                if self._shared is not None:
+                    self._shared.pause(seconds)
             return
         # Without Retry-After, a short quiet period lets the server's bucket refill, so the
         # next epoch starts from the full bucket the model assumes.
         pause = self._pause(now, QUIET_SECONDS if retry_after is None else retry_after)
         self._limit = max(1.0, self._limit * BACKOFF_FACTOR)
         sends = [t for t in self._sends if self._epoch_started <= t <= sent_at]
+        # Shared: our sends are ``share`` of everyone's; the fit is scaled to the whole key.
+        share = 1.0 if self._shared is None else self._shared.share_since(self._epoch_started)
         fitted = None
         if self._phase is _OPEN:
             recent = sum(1 for t in sends if t > sent_at - BURST_WINDOW)
-            self._server_burst = max(1, recent - 1)
+            self._server_burst = max(1, round(recent / share) - 1)
             rate = self._server_burst / max(pause, 1.0)
         else:
-            fitted = _fit_rate(sends, self._server_burst)
+            fitted = _fit_rate(sends, max(1, round(self._server_burst * share)))
+            fitted = None if fitted is None else fitted / share
             rate = (self.effective_rate or MIN_RATE) / 2 if fitted is None else fitted
         # Only a fitted rate is held; otherwise slow start finds the rate again.
         self._phase = _SLOW_START if fitted is None else _STEADY
@@ -230,6 +274,9 @@ class AdaptiveLimiter:
         self._epoch_rate = max(MIN_RATE, target)
         self._epoch_started = max(now, self._paused_until)
         self._sends.clear()
+        if self._shared is not None:
+            self._shared.pause(pause)
+            self._shared.publish_state(self._published_state(self._shared))
 
     def _pause(self, now: float, seconds: float) -> float:
         seconds = min(seconds, self._max_retry_after)

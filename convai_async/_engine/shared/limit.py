@@ -93,7 +93,8 @@ class SharedLimit:
         self._fallback = False
         self._local_tat = 0.0
         self._warned_at: float | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # publishes in flight
+        self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
         self.failures = 0
         self.round_trips = 0
@@ -320,7 +321,9 @@ class SharedLimit:
             type(error).__name__,
             self._live,
         )
-        self._spawn(self._reconnect())
+        if self._closed:
+            return
+        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
         wait = RECONNECT_FIRST
@@ -343,6 +346,11 @@ class SharedLimit:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def drain(self) -> None:
+        """Wait for the background publishes (pause, state) started so far."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def close(self) -> None:
         """Leave the live set (best effort) and close the connection pool. Idempotent."""
         if self._closed:
@@ -351,6 +359,8 @@ class SharedLimit:
             with contextlib.suppress(*self._errors):
                 await asyncio.wait_for(self._redis.zrem(self._keys.live, self._id), self._timeout)
         self._closed = True
+        if self._reconnecting is not None:
+            self._tasks.add(self._reconnecting)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
