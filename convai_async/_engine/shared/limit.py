@@ -81,6 +81,7 @@ class SharedLimit:
         self._slots: collections.deque[float] = collections.deque()
         self._paused_until = 0.0  # local clock
         self._offset = 0.0  # Redis time minus local clock
+        self._offset_known = False
         self._best_rtt = float("inf")
         self._version = 0
         self._state: Mapping[str, Any] | None = None  # the newest state we know (ours or adopted)
@@ -238,6 +239,7 @@ class SharedLimit:
         if rtt <= self._best_rtt * 1.5 or self.round_trips % 256 == 0:
             self._best_rtt = min(self._best_rtt, rtt) if self.round_trips % 256 else rtt
             self._offset = redis_now - (started + ended) / 2
+            self._offset_known = True
 
     # -- the shared pause -----------------------------------------------------------------------
 
@@ -248,8 +250,10 @@ class SharedLimit:
         self._spawn(self._publish_pause(seconds))
 
     async def _publish_pause(self, seconds: float) -> None:
+        started = self._clock()
         reply = await self._run(self._pause, [self._keys.pause], [int(seconds * _MICROS)])
         if reply is not None:  # another process's longer pause may already be in force
+            self._note_round_trip(int(reply[0]) / _MICROS, started, self._clock())
             until = self.to_local_time(int(reply[1]) / _MICROS)
             self._paused_until = max(self._paused_until, until)
 
@@ -262,8 +266,9 @@ class SharedLimit:
     def publish_state(self, state: Mapping[str, Any]) -> None:
         """Offer the controller's new state to every process (compare-and-set on the version
         it was computed from; when another process was first, theirs is adopted)."""
-        self._state = state
-        self._spawn(self._publish_state(self._version, state))
+        if self._offset_known:  # else its times are not yet in Redis time: keep it local
+            self._state = state
+            self._spawn(self._publish_state(self._version, state))
 
     def take_newer_state(self) -> Mapping[str, Any] | None:
         """A state another process published since the last call, or None."""
