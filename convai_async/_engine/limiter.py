@@ -136,6 +136,8 @@ class AdaptiveLimiter:
                 break
             count, oldest = count + 1, at
         sending = count / max(now - oldest, SLOW_START_DOUBLING)
+        if self._shared is not None:
+            sending /= self._shared.recent_share  # what every process sends, not only us
         return float(min(grown, APP_LIMITED_FACTOR * max(self._epoch_rate, sending)))
 
     @property
@@ -256,17 +258,17 @@ class AdaptiveLimiter:
         # next epoch starts from the full bucket the model assumes.
         pause = self._pause(now, QUIET_SECONDS if retry_after is None else retry_after)
         self._limit = max(1.0, self._limit * BACKOFF_FACTOR)
-        sends = [t for t in self._sends if self._epoch_started <= t <= sent_at]
-        # Shared: our sends are ``share`` of everyone's; the fit is scaled to the whole key.
-        share = 1.0 if self._shared is None else self._shared.share_since(self._epoch_started)
+        if self._shared is None:
+            sends = [t for t in self._sends if self._epoch_started <= t <= sent_at]
+        else:  # the server's bucket saw every process's sends
+            sends = self._shared.everyones_sends(self._epoch_started, sent_at)
         fitted = None
         if self._phase is _OPEN:
             recent = sum(1 for t in sends if t > sent_at - BURST_WINDOW)
-            self._server_burst = max(1, round(recent / share) - 1)
+            self._server_burst = max(1, recent - 1)
             rate = self._server_burst / max(pause, 1.0)
         else:
-            fitted = _fit_rate(sends, max(1, round(self._server_burst * share)))
-            fitted = None if fitted is None else fitted / share
+            fitted = _fit_rate(sends, self._server_burst)
             rate = (self.effective_rate or MIN_RATE) / 2 if fitted is None else fitted
         # Only a fitted rate is held; otherwise slow start finds the rate again.
         self._phase = _SLOW_START if fitted is None else _STEADY

@@ -4,9 +4,17 @@ Nothing here imports redis-py until ``SharedLimit.from_url`` is called.
 """
 
 from .keys import DEFAULT_PREFIX, SharedKeys, key_digest, shared_keys
-from .limit import DEFAULT_BATCH, DEFAULT_OPERATION_TIMEOUT, FALLBACK, SHARED, SharedLimit
+from .limit import (
+    CONNECTING,
+    DEFAULT_BATCH,
+    DEFAULT_OPERATION_TIMEOUT,
+    FALLBACK,
+    SHARED,
+    SharedLimit,
+)
 
 __all__ = [
+    "CONNECTING",
     "DEFAULT_BATCH",
     "DEFAULT_OPERATION_TIMEOUT",
     "DEFAULT_PREFIX",

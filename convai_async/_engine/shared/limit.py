@@ -29,6 +29,7 @@ from .keys import DEFAULT_PREFIX, SharedKeys, shared_keys
 from .scripts import PAUSE, PUBLISH, RESERVE, read_published, read_reservation
 
 __all__ = [
+    "CONNECTING",
     "DEFAULT_BATCH",
     "DEFAULT_OPERATION_TIMEOUT",
     "FALLBACK",
@@ -38,7 +39,7 @@ __all__ = [
 
 logger = logging.getLogger("convai_async")
 
-DEFAULT_OPERATION_TIMEOUT = 0.01  # seconds per Redis operation before failing open
+DEFAULT_OPERATION_TIMEOUT = 0.05  # seconds per Redis operation (see SLOW_STRIKES)
 DEFAULT_BATCH = 4  # most slots reserved per round trip
 BATCH_SECONDS = 0.02  # ...and at most this much of the shared rate
 HEARTBEAT_TTL = 5.0  # a process that reserved nothing for this long no longer counts as live
@@ -47,8 +48,10 @@ SLOT_LEASE = 0.5  # a slot unused this long is dropped (a pause may have begun s
 RECONNECT_FIRST, RECONNECT_MAX = 0.05, 2.0
 WARNING_INTERVAL = 300.0  # at most one WARNING per outage, and per this many seconds
 CONNECT_TIMEOUT = 1.0
+SLOW_STRIKES = 3  # timeouts in a row before falling back
 _SHARE_SAMPLES = 512
-SHARED, FALLBACK = "shared", "local fallback"
+MARKS = 20_000
+SHARED, FALLBACK, CONNECTING = "shared", "local fallback", "connecting"
 _MICROS = 1_000_000
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -88,14 +91,19 @@ class SharedLimit:
         self._incoming: Mapping[str, Any] | None = None  # adopted, not yet taken by the limiter
         self._live = 1
         self._own_granted = 0
+        # our slots with their place among everyone's: (local time, index of the grant)
+        self._marks: collections.deque[tuple[float, int]] = collections.deque(maxlen=MARKS)
+        self._recent_share = 1.0
         self._shares: collections.deque[tuple[float, int, int]] = collections.deque(
             maxlen=_SHARE_SAMPLES
         )
         self._fallback = False
+        self._slow_in_a_row = 0
         self._local_tat = 0.0
         self._warned_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # publishes in flight
-        self._reconnecting: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._ready = False  # a connection with the scripts loaded, answering in time
         self._closed = False
         self.failures = 0
         self.round_trips = 0
@@ -143,8 +151,9 @@ class SharedLimit:
 
     @property
     def status(self) -> str:
-        """``"shared"`` while Redis answers, ``"local fallback"`` while it does not."""
-        return FALLBACK if self._fallback else SHARED
+        """``"shared"`` while Redis answers, ``"local fallback"`` while it does not, and
+        ``"connecting"`` before it first answered (turns are local meanwhile)."""
+        return SHARED if self._ready else FALLBACK if self._fallback else CONNECTING
 
     @property
     def live_processes(self) -> int:
@@ -166,7 +175,29 @@ class SharedLimit:
         samples = self._shares
         if not samples:
             return 1.0
-        first = next((s for s in samples if s[0] >= local), samples[-1])
+        return self._share_over(next((s for s in samples if s[0] >= local), samples[-1]))
+
+    def everyones_sends(self, start: float, end: float) -> list[float]:
+        """Send times of every process's slots in [start, end] (local clock): ours as granted,
+        the others' spread evenly between ours (GCRA spaces them evenly while busy)."""
+        sends: list[float] = []
+        previous: tuple[float, int] | None = None
+        for at, index in self._marks:
+            if previous is not None and start <= at and previous[0] <= end:
+                before, gap = previous[0], index - previous[1]
+                sends.extend(before + (at - before) * j / gap for j in range(1, gap))
+            if start <= at <= end:
+                sends.append(at)
+            previous = (at, index)
+        return sorted(t for t in sends if start <= t <= end)
+
+    @property
+    def recent_share(self) -> float:
+        """This process's fraction of the slots granted over its last 64 reservations."""
+        return self._recent_share
+
+    def _share_over(self, first: tuple[float, int, int]) -> float:
+        samples = self._shares
         own = samples[-1][1] - first[1]
         total = samples[-1][2] - first[2]
         return 1.0 if own <= 0 or total <= 0 else min(1.0, own / total)
@@ -188,7 +219,10 @@ class SharedLimit:
                 if slot > now:
                     await asyncio.sleep(slot - now)
                 return
-            if self._fallback:
+            if not self._ready and not self._fallback and self.round_trips == 0:
+                await self.connect()  # the first turn waits for the connection (once)
+            if not self._ready:
+                self._ensure_connecting()
                 await self._local_turn(rate, burst)
                 return
             await self._refill(rate, burst)
@@ -206,7 +240,7 @@ class SharedLimit:
         started = self._clock()
         reply = await self._run(self._reserve, self._keys.all(), args)
         if reply is None:
-            return
+            return  # not ready now: the next pass of wait_turn goes by the local pace
         ended = self._clock()
         reservation = read_reservation(reply)
         self._note_round_trip(reservation.now, started, ended)
@@ -214,10 +248,14 @@ class SharedLimit:
         self._note_version(reservation.version, reservation.state)
         self._own_granted += reservation.granted
         self._shares.append((ended, self._own_granted, reservation.granted_total))
+        self._recent_share = self._share_over(self._shares[max(0, len(self._shares) - 64)])
         if reservation.paused_until:
             local_until = self.to_local_time(reservation.paused_until)
             self._paused_until = max(self._paused_until, local_until)
-        self._slots.extend(self.to_local_time(slot) for slot in reservation.slots())
+        slots = [self.to_local_time(slot) for slot in reservation.slots()]
+        self._slots.extend(slots)
+        first_index = reservation.granted_total - reservation.granted + 1
+        self._marks.extend((slot, first_index + i) for i, slot in enumerate(slots))
 
     async def _local_turn(self, rate: float | None, burst: int) -> None:
         """While Redis is away: this process's share of the last shared rate, paced locally."""
@@ -297,18 +335,72 @@ class SharedLimit:
 
     # -- failing open ---------------------------------------------------------------------------
 
+    async def connect(self) -> bool:
+        """Connect now (else the first turn starts it in the background); True when shared."""
+        self._ensure_connecting()
+        if self._connecting is not None:
+            await asyncio.shield(self._connecting)
+        return self._ready
+
+    def _ensure_connecting(self) -> None:
+        if self._closed or (self._connecting is not None and not self._connecting.done()):
+            return
+        self._connecting = asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        """Until Redis answers: a fresh connection with the scripts loaded, off the hot path
+        (turns meanwhile are local). A first failure declares the outage."""
+        wait = RECONNECT_FIRST
+        while not self._closed:
+            try:
+                await asyncio.wait_for(self._warm_up(), CONNECT_TIMEOUT)
+            except self._errors as error:
+                self.failures += 1
+                self._fail(error)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RECONNECT_MAX)
+                continue
+            self._ready, self._slow_in_a_row = True, 0
+            if self._fallback:
+                self._fallback = False
+                logger.info("shared rate limit: Redis answers again; sharing resumed")
+            return
+
+    async def _warm_up(self) -> None:
+        await self._redis.ping()
+        for script in (RESERVE, PAUSE, PUBLISH):
+            await self._redis.script_load(script)
+
     async def _run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """One script call within the timeout; None when Redis failed (we are now falling back)."""
-        if self._fallback or self._closed:
+        """One script call within the timeout; None when it failed (this turn is local).
+
+        A refused connection falls back at once. A timeout falls back after ``SLOW_STRIKES`` in
+        a row: on a busy event loop one late answer is more often our lag than Redis's. Either
+        way the connection is made afresh in the background."""
+        if not self._ready or self._closed:
+            self._ensure_connecting()
             return None
         try:
-            return await asyncio.wait_for(script(keys=keys, args=args), self._timeout)
-        except self._errors as error:
-            self._fail(error)
+            reply = await asyncio.wait_for(script(keys=keys, args=args), self._timeout)
+        except asyncio.TimeoutError as error:
+            self.failures += 1
+            self._slow_in_a_row += 1
+            self._ready = False  # the cancelled command's connection is dropped
+            if self._slow_in_a_row >= SLOW_STRIKES:
+                self._fail(error)
+            self._ensure_connecting()
             return None
+        except self._errors as error:
+            self.failures += 1
+            self._ready = False
+            self._fail(error)
+            self._ensure_connecting()
+            return None
+        self._slow_in_a_row = 0
+        return reply
 
     def _fail(self, error: BaseException) -> None:
-        self.failures += 1
+        """Declare the outage: one WARNING (then INFO for WARNING_INTERVAL), local pacing."""
         if self._fallback:
             return
         self._fallback = True
@@ -321,27 +413,12 @@ class SharedLimit:
         else:
             log = logger.info
         log(
-            "shared rate limit: Redis did not answer (%s); continuing with a local limiter at "
-            "1/%d of the shared rate, reconnecting in the background",
+            "shared rate limit (process %s): Redis did not answer (%s); continuing with a "
+            "local limiter at 1/%d of the shared rate, reconnecting in the background",
+            self._id[:8],
             type(error).__name__,
             self._live,
         )
-        if self._closed:
-            return
-        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        wait = RECONNECT_FIRST
-        while not self._closed:
-            await asyncio.sleep(wait)
-            try:
-                await asyncio.wait_for(self._redis.ping(), max(self._timeout, CONNECT_TIMEOUT))
-            except self._errors:
-                wait = min(wait * 2, RECONNECT_MAX)
-                continue
-            self._fallback = False
-            logger.info("shared rate limit: Redis answers again; sharing resumed")
-            return
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         if self._closed:
@@ -360,12 +437,12 @@ class SharedLimit:
         """Leave the live set (best effort) and close the connection pool. Idempotent."""
         if self._closed:
             return
-        if not self._fallback:
+        if self._ready:
             with contextlib.suppress(*self._errors):
                 await asyncio.wait_for(self._redis.zrem(self._keys.live, self._id), self._timeout)
         self._closed = True
-        if self._reconnecting is not None:
-            self._tasks.add(self._reconnecting)
+        if self._connecting is not None:
+            self._tasks.add(self._connecting)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
