@@ -104,6 +104,7 @@ class SharedLimit:
         self._tasks: set[asyncio.Task[Any]] = set()  # publishes in flight
         self._connecting: asyncio.Task[None] | None = None
         self._ready = False  # a connection with the scripts loaded, answering in time
+        self._attempted = asyncio.Event()  # a first connection attempt has ended
         self._closed = False
         self.failures = 0
         self.round_trips = 0
@@ -288,6 +289,8 @@ class SharedLimit:
         self._spawn(self._publish_pause(seconds))
 
     async def _publish_pause(self, seconds: float) -> None:
+        if not self._ready:
+            await self.connect()
         started = self._clock()
         reply = await self._run(self._pause, [self._keys.pause], [int(seconds * _MICROS)])
         if reply is not None:  # another process's longer pause may already be in force
@@ -314,6 +317,8 @@ class SharedLimit:
         return state
 
     async def _publish_state(self, based_on: int, state: Mapping[str, Any]) -> None:
+        if not self._ready:
+            await self.connect()
         blob = json.dumps(state, separators=(",", ":"))
         args = [based_on, blob, int(STATE_TTL * 1000)]
         reply = await self._run(self._publish, [self._keys.state], args)
@@ -336,10 +341,10 @@ class SharedLimit:
     # -- failing open ---------------------------------------------------------------------------
 
     async def connect(self) -> bool:
-        """Connect now (else the first turn starts it in the background); True when shared."""
+        """Connect now, waiting for one attempt (at most ``CONNECT_TIMEOUT``; the first turn
+        does this); True when shared. Later attempts go on in the background."""
         self._ensure_connecting()
-        if self._connecting is not None:
-            await asyncio.shield(self._connecting)
+        await self._attempted.wait()
         return self._ready
 
     def _ensure_connecting(self) -> None:
@@ -357,10 +362,12 @@ class SharedLimit:
             except self._errors as error:
                 self.failures += 1
                 self._fail(error)
+                self._attempted.set()
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RECONNECT_MAX)
                 continue
             self._ready, self._slow_in_a_row = True, 0
+            self._attempted.set()
             if self._fallback:
                 self._fallback = False
                 logger.info("shared rate limit: Redis answers again; sharing resumed")
