@@ -136,9 +136,9 @@ async def test_a_pause_holds_every_reservation_until_it_ends(raw: Any) -> None:
     keys = shared_keys(KEY)
     pause = raw.register_script(PAUSE)
     reserve = raw.register_script(RESERVE)
-    now, until = await pause(keys=[keys.pause], args=[2_000_000])
+    now, until = await pause(keys=[keys.pause], args=[2_000_000, keys.events])
     assert int(until) == int(now) + 2_000_000
-    shorter = await pause(keys=[keys.pause], args=[1_000_000])
+    shorter = await pause(keys=[keys.pause], args=[1_000_000, keys.events])
     assert int(shorter[1]) == int(until)  # a pause only lengthens
     reply = read_reservation(await reserve(keys=keys.all(), args=[0, 1, 4, "b", 5_000_000, 0]))
     assert reply.granted == 0
@@ -148,34 +148,38 @@ async def test_a_pause_holds_every_reservation_until_it_ends(raw: Any) -> None:
 # -- SharedLimit -------------------------------------------------------------------------------
 
 
-async def test_one_process_pause_reaches_the_others(
+async def test_one_process_pause_reaches_the_others_at_once(
     redis_server: RedisServer, limits: list[SharedLimit]
 ) -> None:
     first, second = make(redis_server, limits), make(redis_server, limits)
+    await first.wait_turn(None, 4)
     await second.wait_turn(None, 4)
+    assert second._slots  # it holds slots it was granted before any pause
     first.pause(2.0)
-    await first.drain()
-    assert second.paused_until < first.paused_until
-    second._slots.clear()  # slots it already held predate the pause (see the client test)
-    refill = asyncio.create_task(second.wait_turn(None, 4))
-    await until(lambda: second.paused_until > 0, "the pause seen by the other process")
-    # the shared pause is in Redis time; on one machine both clocks agree to the round trip
+    # pushed, not polled: the other process learns it without sending or reserving
+    await until(lambda: second.paused_until > 0, "the pause pushed to the other process")
+    assert not second._slots  # the slots it held predate the pause: dropped
+    # the pause is in Redis time; on one machine both clocks agree to the round trip
     assert second.paused_until == pytest.approx(first.paused_until, abs=0.5)
-    assert not refill.done()
-    refill.cancel()
+    turn = asyncio.create_task(second.wait_turn(None, 4))
+    await asyncio.sleep(0)
+    assert not turn.done()
+    turn.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await refill
+        await turn
 
 
 async def test_learnt_state_is_shared_with_compare_and_set(
     redis_server: RedisServer, limits: list[SharedLimit], raw: Any
 ) -> None:
     first, second, third = (make(redis_server, limits) for _ in range(3))
+    for limit in (first, second, third):
+        assert await limit.connect()
     await first.wait_turn(None, 4)  # a first round trip: the offset to Redis time is known
     first.publish_state({"rate": 150.0})
     await first.drain()
     assert first.version == 1
-    await second.wait_turn(None, 4)
+    await until(lambda: second.version == 1, "the state pushed to the others")
     assert second.take_newer_state() == {"rate": 150.0}
     assert second.take_newer_state() is None
     assert second.version == 1

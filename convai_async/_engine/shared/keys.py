@@ -28,8 +28,10 @@ class SharedKeys:
     state: str  # hash: version, state (the controller's learnt state, JSON)
     live: str  # sorted set: process id -> heartbeat expiry
     granted: str  # counter: send slots granted, all processes together
+    events: str  # pub/sub channel: new pauses and states, pushed to every process
 
     def all(self) -> list[str]:
+        """The keys (not the channel), in the order RESERVE takes them."""
         return [self.tat, self.pause, self.state, self.live, self.granted]
 
 
@@ -41,4 +43,5 @@ def shared_keys(api_key: str, prefix: str = DEFAULT_PREFIX) -> SharedKeys:
         state=f"{base}:state",
         live=f"{base}:live",
         granted=f"{base}:granted",
+        events=f"{base}:events",
     )

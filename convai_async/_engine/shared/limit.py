@@ -26,7 +26,7 @@ from typing import Any
 
 from ...errors import ValidationError
 from .keys import DEFAULT_PREFIX, SharedKeys, shared_keys
-from .scripts import PAUSE, PUBLISH, RESERVE, read_published, read_reservation
+from .scripts import PAUSE, PUBLISH, RESERVE, read_event, read_published, read_reservation
 
 __all__ = [
     "CONNECTING",
@@ -105,6 +105,7 @@ class SharedLimit:
         self._connecting: asyncio.Task[None] | None = None
         self._ready = False  # a connection with the scripts loaded, answering in time
         self._attempted = asyncio.Event()  # a first connection attempt has ended
+        self._listening: asyncio.Task[None] | None = None  # the events subscription
         self._closed = False
         self.failures = 0
         self.round_trips = 0
@@ -292,7 +293,8 @@ class SharedLimit:
         if not self._ready:
             await self.connect()
         started = self._clock()
-        reply = await self._run(self._pause, [self._keys.pause], [int(seconds * _MICROS)])
+        args = [int(seconds * _MICROS), self._keys.events]
+        reply = await self._run(self._pause, [self._keys.pause], args)
         if reply is not None:  # another process's longer pause may already be in force
             self._note_round_trip(int(reply[0]) / _MICROS, started, self._clock())
             until = self.to_local_time(int(reply[1]) / _MICROS)
@@ -320,7 +322,7 @@ class SharedLimit:
         if not self._ready:
             await self.connect()
         blob = json.dumps(state, separators=(",", ":"))
-        args = [based_on, blob, int(STATE_TTL * 1000)]
+        args = [based_on, blob, int(STATE_TTL * 1000), self._keys.events]
         reply = await self._run(self._publish, [self._keys.state], args)
         if reply is None:
             return
@@ -377,6 +379,34 @@ class SharedLimit:
         await self._redis.ping()
         for script in (RESERVE, PAUSE, PUBLISH):
             await self._redis.script_load(script)
+        if self._listening is None or self._listening.done():
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(self._keys.events)
+            self._listening = asyncio.get_running_loop().create_task(self._listen(pubsub))
+
+    async def _listen(self, pubsub: Any) -> None:
+        """Pauses and states pushed by the other processes, applied as they come (so the slots
+        we hold are dropped at once when another process is told to wait)."""
+        try:
+            async for message in pubsub.listen():
+                event = read_event(message.get("data"))
+                if event is None:
+                    continue
+                if event.paused_until is not None:
+                    until = self.to_local_time(event.paused_until)
+                    if until > self._paused_until:
+                        self._paused_until = until
+                        self._slots.clear()
+                elif event.state is not None:
+                    self._note_version(event.version, event.state)
+        except self._errors as error:
+            self.failures += 1
+            self._ready = False
+            self._fail(error)
+            self._ensure_connecting()
+        finally:
+            with contextlib.suppress(*self._errors):
+                await pubsub.aclose()
 
     async def _run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """One script call within the timeout; None when it failed (this turn is local).
@@ -448,8 +478,9 @@ class SharedLimit:
             with contextlib.suppress(*self._errors):
                 await asyncio.wait_for(self._redis.zrem(self._keys.live, self._id), self._timeout)
         self._closed = True
-        if self._connecting is not None:
-            self._tasks.add(self._connecting)
+        for task in (self._connecting, self._listening):
+            if task is not None:
+                self._tasks.add(task)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -16,8 +16,10 @@ __all__ = [
     "PAUSE",
     "PUBLISH",
     "RESERVE",
+    "Event",
     "Published",
     "Reservation",
+    "read_event",
     "read_published",
     "read_reservation",
 ]
@@ -63,7 +65,8 @@ redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.floor((tat - n
 return {now, want, first, interval, live, version, state, total, 0}
 """
 
-# KEYS: pause; ARGV: seconds (us). Reply: {now, pause-until}. A pause only ever lengthens.
+# KEYS: pause; ARGV: seconds (us), the events channel. Reply: {now, pause-until}.
+# A pause only ever lengthens; a new one is pushed to every process ("p:<until>").
 PAUSE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -73,12 +76,14 @@ if wanted > current then
   redis.call('SET', KEYS[1], string.format('%.0f', wanted), 'PX',
     math.floor((wanted - now) / 1000) + 1000)
   current = wanted
+  redis.call('PUBLISH', ARGV[2], 'p:' .. string.format('%.0f', wanted))
 end
 return {now, current}
 """
 
-# KEYS: state; ARGV: the version the new state was computed from, the state (JSON), ttl (ms).
-# Compare-and-set: reply {1, new version, state} when stored, else {0, version, current state}.
+# KEYS: state; ARGV: the version the new state was computed from, the state (JSON), ttl (ms),
+# the events channel. Compare-and-set: reply {1, new version, state} when stored (and pushed to
+# every process as "s:<version>:<state>"), else {0, version, current state}.
 PUBLISH = """
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if version ~= tonumber(ARGV[1]) then
@@ -87,6 +92,7 @@ end
 version = version + 1
 redis.call('HSET', KEYS[1], 'version', version, 'state', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('PUBLISH', ARGV[4], 's:' .. version .. ':' .. ARGV[2])
 return {1, version, ARGV[2]}
 """
 
@@ -144,6 +150,31 @@ def read_reservation(reply: Sequence[Any]) -> Reservation:
         granted_total=int(total),
         paused_until=int(paused) / _MICROS,
     )
+
+
+@frozen
+class Event:
+    """A message pushed on the events channel: a new pause (``paused_until``, Redis time) or a
+    new state (``version`` and ``state``)."""
+
+    paused_until: float | None = None
+    version: int = 0
+    state: Mapping[str, Any] | None = None
+
+
+def read_event(data: Any) -> Event | None:
+    """An events-channel message, or None when it is not one of ours."""
+    text = data.decode() if isinstance(data, bytes) else str(data)
+    kind, _, rest = text.partition(":")
+    try:
+        if kind == "p":
+            return Event(paused_until=int(rest) / _MICROS)
+        if kind == "s":
+            version, _, state = rest.partition(":")
+            return Event(version=int(version), state=_state(state))
+    except ValueError:
+        return None
+    return None
 
 
 def read_published(reply: Sequence[Any]) -> Published:
