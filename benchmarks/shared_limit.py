@@ -76,7 +76,12 @@ async def _work(url: str, first: int, count: int, total: int, redis_url: str | N
             while True:
                 limiter = client._limiter
                 trace.append(
-                    (round(time.time() - started, 2), limiter.effective_rate and round(limiter.effective_rate, 1), limiter.phase, client.stats.shared_limit)
+                    (
+                        round(time.time() - started, 2),
+                        limiter.effective_rate and round(limiter.effective_rate, 1),
+                        limiter.phase,
+                        client.stats.shared_limit,
+                    )
                 )
                 await asyncio.sleep(0.25)
 

@@ -370,6 +370,8 @@ class SharedLimit:
                 continue
             self._ready, self._slow_in_a_row = True, 0
             self._attempted.set()
+            if self._state is not None:  # learnt while away (or lost by a restarted Redis)
+                self._spawn(self._publish_state(self._version, self._state))
             if self._fallback:
                 self._fallback = False
                 logger.info("shared rate limit: Redis answers again; sharing resumed")
