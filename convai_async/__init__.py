@@ -2,9 +2,11 @@
 
 import logging
 
+from ._engine.retry import DEFAULT_RETRY, RetryPolicy, set_testing
+from ._engine.session import ClientStats
 from ._version import __version__
 from .bulk import BulkReport, Progress, UpdateResult, UpdateStatus
-from .client import DEFAULT_RETRY, ClientStats, ConvaiClient, RetryPolicy
+from .client import ConvaiClient
 from .errors import (
     APIStatusError,
     AuthenticationError,
@@ -14,6 +16,7 @@ from .errors import (
     ConvaiConnectionError,
     ConvaiError,
     ConvaiTimeoutError,
+    ModelInUseError,
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
@@ -54,6 +57,7 @@ __all__ = [
     "CustomModel",
     "DeregisteredModel",
     "MigrationPlan",
+    "ModelInUseError",
     "NotFoundError",
     "PermissionDeniedError",
     "PlannedChange",
@@ -70,4 +74,5 @@ __all__ = [
     "UpdatedModel",
     "ValidationError",
     "__version__",
+    "set_testing",
 ]

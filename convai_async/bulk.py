@@ -27,8 +27,8 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from . import protocol
-from .client import ConvaiClient, _Call
+from ._engine.session import CallTrace, Session
+from ._wire import protocol
 from .errors import ConvaiError, ValidationError
 from .journal import JournalWriter, read_journal
 from .models import CharacterUpdate
@@ -216,7 +216,7 @@ class _Run:
     """One bulk run: ``max_concurrency`` workers pull from the shared input, so there is no task
     per item. ``credits`` bounds how far the input is read ahead of the results handed out."""
 
-    client: ConvaiClient
+    client: Session
     journal: JournalWriter | None
     done_before: set[tuple[int, str, str | None, float | None]]
     previous: Mapping[str, Mapping[str, Any]] | None
@@ -313,9 +313,9 @@ class _Run:
     async def send(self, index: int, update: CharacterUpdate) -> UpdateResult:
         if self.abort_reason is not None:
             return self.skipped(index, update)
-        call = _Call()
+        call = CallTrace()
         try:
-            await self.client._call(protocol.CHARACTER_UPDATE, update, call)
+            await self.client.call(protocol.CHARACTER_UPDATE, update, trace=call, patient=True)
         except ConvaiError as error:
             if protocol.is_fatal(error) and self.abort_reason is None:
                 self.abort_reason = f"{type(error).__name__}: {error}"
@@ -359,7 +359,7 @@ class _Run:
 
 
 async def stream_updates(
-    client: ConvaiClient,
+    client: Session,
     updates: Iterable[Any] | AsyncIterable[Any],
     *,
     journal: str | os.PathLike[str] | None = None,
@@ -403,7 +403,7 @@ async def stream_updates(
 
 
 async def bulk_update(
-    client: ConvaiClient,
+    client: Session,
     updates: Iterable[Any] | AsyncIterable[Any],
     *,
     journal: str | os.PathLike[str] | None = None,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from attrs import frozen
 
-__all__ = ["BUILTIN_MODELS", "BuiltinModel", "find", "is_builtin", "models", "providers"]
+__all__ = ["BUILTIN_MODELS", "BuiltinModel", "is_builtin", "models"]
 
 
 @frozen
@@ -54,20 +54,11 @@ BUILTIN_MODELS: tuple[BuiltinModel, ...] = (
     BuiltinModel("llama-3-70B", "LLama-3.3-70B", "Llama", uncensored=True, flagship=False),
 )
 
-_BY_CODE = {model.code: model for model in BUILTIN_MODELS}
-
-
-def find(code: str) -> BuiltinModel | None:
-    """The built-in model with this exact code, or None."""
-    return _BY_CODE.get(code)
+_CODES = frozenset(model.code for model in BUILTIN_MODELS)
 
 
 def is_builtin(code: str) -> bool:
-    return code in _BY_CODE
-
-
-def providers() -> tuple[str, ...]:
-    return tuple(dict.fromkeys(model.provider for model in BUILTIN_MODELS))
+    return code in _CODES
 
 
 def models(

@@ -5,6 +5,7 @@ The tree::
     ConvaiError
     ├── ValidationError (also ValueError)     bad input, raised before any request is sent
     ├── ClientClosedError (also RuntimeError) the client was closed
+    ├── ModelInUseError                       deregister refused: characters still use the model
     ├── TransportError                        no HTTP answer was received
     │   ├── ConvaiConnectionError             connect failed, connection dropped, body cut short
     │   └── ConvaiTimeoutError (also TimeoutError)
@@ -34,6 +35,7 @@ __all__ = [
     "ConvaiConnectionError",
     "ConvaiError",
     "ConvaiTimeoutError",
+    "ModelInUseError",
     "NotFoundError",
     "PermissionDeniedError",
     "QuotaExceededError",
@@ -60,6 +62,20 @@ class ValidationError(ConvaiError, ValueError):
 
 class ClientClosedError(ConvaiError, RuntimeError):
     """The client was closed and refuses new calls."""
+
+
+class ModelInUseError(ConvaiError):
+    """``llm_models.deregister`` refused: characters still use the model (``force=True`` to
+    deregister anyway; those characters stop working). Nothing was sent to /llm-models/deregister.
+    """
+
+    def __init__(self, model_group_name: str, characters: int) -> None:
+        super().__init__(
+            f"{characters} character(s) still use {model_group_name!r}; move them to another "
+            "model first, or force the deregistration"
+        )
+        self.model_group_name = model_group_name
+        self.characters = characters
 
 
 class TransportError(ConvaiError):

@@ -22,6 +22,7 @@ from .journal import read_journal
 from .models import Character, CharacterUpdate
 
 if TYPE_CHECKING:
+    from ._engine.session import Session
     from .client import ConvaiClient
 
 __all__ = ["MigrationPlan", "PlannedChange", "apply_plan", "plan_migration", "rollback"]
@@ -141,7 +142,7 @@ async def plan_migration(
 
 
 async def apply_plan(
-    client: ConvaiClient,
+    client: Session,
     plan: MigrationPlan,
     *,
     journal: str | os.PathLike[str] | None = None,
@@ -180,7 +181,7 @@ def restoring_updates(journal: Path) -> Iterator[CharacterUpdate]:
 
 
 async def rollback(
-    client: ConvaiClient,
+    client: Session,
     journal: Path,
     *,
     rollback_journal: str | os.PathLike[str] | None = None,

@@ -51,14 +51,6 @@ class CharacterUpdate:
         if self.model is None and self.temperature is None:
             raise ValidationError("update", "give at least one of model or temperature")
 
-    def describe(self) -> str:
-        parts = []
-        if self.model is not None:
-            parts.append(f"model={self.model}")
-        if self.temperature is not None:
-            parts.append(f"temperature={self.temperature:g}")
-        return ", ".join(parts)
-
 
 @frozen
 class CharacterQuery:

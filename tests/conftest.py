@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from convai_async import ConvaiClient, RetryPolicy
+from convai_async import ConvaiClient, RetryPolicy, set_testing
 from convai_async.testing import FakeConvai
 
-SAMPLES = Path(__file__).parent / "samples"
+from .docs import doc_example
+
 FAST_RETRY = RetryPolicy(initial_wait=0.001, multiplier=2.0, max_wait=0.01)
 CANARY_KEY = "canary-convai-key-7f3a9c"
 CANARY_LLM_KEY = "sk-canary-llm-key-41d2e8"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def zero_retry_waits() -> None:
+    """Retry waits are zero in tests (the switch users get too); Retry-After is still honoured."""
+    set_testing(True)
+
+
 def sample_bytes(name: str) -> bytes:
-    return (SAMPLES / name).read_bytes()
+    """A documentation example by name (``character_get_200.json``): see tests/docs.py."""
+    return doc_example(name.partition(".")[0])
 
 
 def sample_json(name: str) -> Any:
@@ -28,7 +35,7 @@ def sample_json(name: str) -> Any:
 
 def character_list_sample() -> dict[str, Any]:
     """The docs' /character/list example, verbatim but for its closing ", .... ]" ellipsis."""
-    text = sample_bytes("character_list_200.txt").decode()
+    text = sample_bytes("character_list_200").decode()
     head, _, _ = text.rpartition("}, ....")
     return json.loads(head + "}]}")
 

@@ -3,7 +3,6 @@ errors, validation before any I/O, and the client's lifetime."""
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -12,11 +11,11 @@ import pytest
 
 from convai_async import (
     AuthenticationError,
-    BadRequestError,
     Character,
     ClientClosedError,
     ConflictError,
     ConvaiClient,
+    ModelInUseError,
     NotFoundError,
     UnexpectedResponseError,
     ValidationError,
@@ -24,7 +23,7 @@ from convai_async import (
 )
 from convai_async.testing import FakeConvai, Faults
 
-from .conftest import CANARY_KEY, FAST_RETRY, ClientFactory
+from .conftest import CANARY_KEY, CANARY_LLM_KEY, FAST_RETRY, ClientFactory
 from .scripted import scripted_server
 
 
@@ -100,18 +99,19 @@ async def test_get_by_name(fake: FakeConvai, client: ConvaiClient) -> None:
     character = await client.characters.get_by_name(name)
     assert fake.requests[-1].body == {"charName": name}
     assert character.char_id == char_id
-    with pytest.raises(BadRequestError):
-        await client.characters.get_by_name("Nobody At All")
+    with pytest.raises(NotFoundError):
+        await client.characters.get_by_name("Rafael")  # the docs' example name; not in this fleet
     with pytest.raises(ValidationError) as caught:
         await client.characters.get_by_name("")
     assert caught.value.field == "name"
 
 
-async def test_unknown_character_is_bad_request_after_one_request(
+async def test_unknown_character_is_not_found_after_one_request(
     fake: FakeConvai, client: ConvaiClient
 ) -> None:
-    with pytest.raises(BadRequestError) as caught:
+    with pytest.raises(NotFoundError) as caught:
         await client.characters.get("no-such-character")
+    assert caught.value.status == 400  # the docs' answer, kept as the server gave it
     assert "database calls failed" in caught.value.message
     assert fake.request_counts["/character/get"] == 1
 
@@ -379,4 +379,19 @@ def test_repr_has_no_key() -> None:
     client = ConvaiClient(api_key=CANARY_KEY)
     assert CANARY_KEY not in repr(client)
     assert "api.convai.com" in repr(client)
-    assert json.dumps(repr(client))
+
+
+async def test_deregister_refuses_a_model_characters_still_use(
+    fake: FakeConvai, client: ConvaiClient
+) -> None:
+    await client.llm_models.register("in-use", "gpt-4o-mini", CANARY_LLM_KEY, False)
+    for char_id in fake.char_ids[:3]:
+        await client.characters.set_model(char_id, "in-use")
+    with pytest.raises(ModelInUseError) as caught:
+        await client.llm_models.deregister("in-use")
+    assert (caught.value.model_group_name, caught.value.characters) == ("in-use", 3)
+    assert "3 character(s)" in str(caught.value)
+    assert fake.request_counts["/llm-models/deregister"] == 0
+    assert "in-use" in fake.custom_models
+    await client.llm_models.deregister("in-use", force=True)
+    assert "in-use" not in fake.custom_models

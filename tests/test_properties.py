@@ -9,20 +9,21 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convai_async import ConvaiClient, ConvaiError
+from convai_async import ConvaiError
+from convai_async._wire.converter import structure_answer
+from convai_async._wire.protocol import (
+    ENDPOINTS,
+    Endpoint,
+    is_retryable,
+    parse_response,
+    retry_after_seconds,
+)
 from convai_async.models import (
     Character,
     CustomModel,
     DeregisteredModel,
     RegisteredModel,
     UpdatedModel,
-)
-from convai_async.protocol import (
-    ENDPOINTS,
-    Endpoint,
-    is_retryable,
-    parse_response,
-    retry_after_seconds,
 )
 
 json_values = st.recursive(
@@ -96,9 +97,8 @@ STRUCTURED = [Character, CustomModel, RegisteredModel, UpdatedModel, Deregistere
 def test_structuring_any_payload_gives_a_model_or_a_convai_error(
     payload: Any, target: type
 ) -> None:
-    client = ConvaiClient(api_key="k")
     try:
-        result = client._structure(payload, target, ENDPOINTS[0])
+        result = structure_answer(payload, target, ENDPOINTS[0])
     except ConvaiError:
         return
     assert isinstance(result, target)

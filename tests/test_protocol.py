@@ -10,7 +10,20 @@ from typing import Any
 import pytest
 
 from convai_async import errors
-from convai_async._converter import converter
+from convai_async._wire.converter import converter
+from convai_async._wire.protocol import (
+    CHARACTER_GET,
+    CHARACTER_LIST,
+    CHARACTER_UPDATE,
+    MODEL_DEREGISTER,
+    MODEL_LIST,
+    MODEL_REGISTER,
+    MODEL_UPDATE,
+    encode_body,
+    is_retryable,
+    parse_response,
+    retry_after_seconds,
+)
 from convai_async.models import (
     Character,
     CharacterNameQuery,
@@ -23,19 +36,6 @@ from convai_async.models import (
     ModelUpdate,
     RegisteredModel,
     UpdatedModel,
-)
-from convai_async.protocol import (
-    CHARACTER_GET,
-    CHARACTER_LIST,
-    CHARACTER_UPDATE,
-    MODEL_DEREGISTER,
-    MODEL_LIST,
-    MODEL_REGISTER,
-    MODEL_UPDATE,
-    encode_body,
-    is_retryable,
-    parse_response,
-    retry_after_seconds,
 )
 
 from .conftest import character_list_sample, sample_bytes

@@ -36,7 +36,7 @@ import asyncio
 import collections
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .shared import SharedLimit
@@ -71,9 +71,11 @@ class AdaptiveLimiter:
         burst: int,
         max_retry_after: float,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         shared: SharedLimit | None = None,
     ) -> None:
         self._clock = clock
+        self._sleep = sleep
         self._shared = shared  # pacing, pause and the model shared through Redis
         self._max_concurrency = max_concurrency
         self._limit = float(max_concurrency)
@@ -197,7 +199,7 @@ class AdaptiveLimiter:
             while True:
                 now = self._clock()
                 if now < self._paused_until:
-                    await asyncio.sleep(self._paused_until - now)
+                    await self._sleep(self._paused_until - now)
                     continue
                 rate = self.effective_rate
                 if rate is None:
@@ -208,7 +210,7 @@ class AdaptiveLimiter:
                     self._tat = max(self._tat, now) + interval
                     return
                 # The rate may rise while we sleep (slow start): wake soon and look again.
-                await asyncio.sleep(min(send_at - now, MAX_PACING_SLEEP))
+                await self._sleep(min(send_at - now, MAX_PACING_SLEEP))
 
     async def _pace_shared(self, shared: SharedLimit) -> None:
         async with self._pacing:

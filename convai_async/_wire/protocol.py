@@ -18,8 +18,7 @@ from typing import Any
 
 from attrs import frozen
 
-from ._converter import converter
-from .errors import (
+from ..errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
@@ -33,6 +32,7 @@ from .errors import (
     TransportError,
     UnexpectedResponseError,
 )
+from .converter import converter
 
 __all__ = [
     "CHARACTER_GET",

@@ -1,7 +1,10 @@
 """The one I/O boundary: send a POST, return status, the headers the protocol reads, and bytes.
 
-Every aiohttp exception is translated here, and raised outside the ``except`` block so that no
-aiohttp object (whose repr may hold the request headers, so the key) is chained to our errors.
+``Transport`` is the seam the engine is written against (tests use an in-memory one);
+``AiohttpTransport`` is its only implementation that talks to the network, and this module is the
+only one that imports aiohttp's client. Every aiohttp exception is translated here, and raised
+outside the ``except`` block so that no aiohttp object (whose repr may hold the request headers,
+so the key) is chained to our errors.
 Redirects are never followed. Response bodies are read up to a size cap.
 """
 
@@ -9,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import aiohttp
 from attrs import frozen
 
-from .errors import ConvaiConnectionError, ConvaiError, ConvaiTimeoutError, UnexpectedResponseError
+from ..errors import ConvaiConnectionError, ConvaiError, ConvaiTimeoutError, UnexpectedResponseError
 
-__all__ = ["AiohttpTransport", "RawResponse"]
+__all__ = ["AiohttpTransport", "RawResponse", "Transport"]
 
 _KEPT_HEADERS = ("content-type", "retry-after", "retry-after-ms")
 _CONNECTION_TIMEOUT: tuple[type[BaseException], ...] = tuple(
@@ -28,6 +32,18 @@ class RawResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+class Transport(Protocol):
+    """Sends one request. Raises ``TransportError`` when no HTTP answer came back."""
+
+    async def send(self, path: str, body: bytes, *, max_bytes: int) -> RawResponse:
+        """POST ``body`` to ``path``; the answer's body is read up to ``max_bytes``."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the transport opened (a session passed in by the caller stays open)."""
+        ...
 
 
 class AiohttpTransport:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from attrs import frozen
 from cattrs import Converter
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from .models import (
+from ..errors import UnexpectedResponseError
+from ..models import (
     Character,
     CharacterNameQuery,
     CharacterQuery,
@@ -30,7 +31,9 @@ from .models import (
     UpdatedModel,
 )
 
-__all__ = ["converter", "make_converter"]
+__all__ = ["converter", "make_converter", "structure_answer"]
+
+T = TypeVar("T")
 
 
 @frozen
@@ -152,3 +155,16 @@ def _keeping_raw(hook: Any) -> Any:
 
 
 converter = make_converter()
+
+
+def structure_answer(payload: Any, cls: type[T], endpoint: object) -> T:
+    """``payload`` as ``cls``; a payload that does not fit is an undocumented answer."""
+    try:
+        return converter.structure(payload, cls)
+    except Exception:  # noqa: BLE001, S110 - any structuring failure: an undocumented answer
+        pass
+    raise UnexpectedResponseError(
+        f"could not read the answer as {getattr(cls, '__name__', cls)}",
+        status=200,
+        endpoint=str(endpoint),
+    )

@@ -1,0 +1,1 @@
+"""The wire format, pure: request bodies, response parsing, error choice and the converter."""
