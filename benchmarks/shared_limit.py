@@ -42,7 +42,7 @@ from tests.redis_server import RedisServer, redis_server_binary
 RATE, BURST, CONCURRENCY, PROCESSES = 200.0, 20, 32, 4
 MODEL = "gpt-4.1"
 Row = dict[str, Any]
-TRACE = True
+TRACE = False
 
 
 # -- one worker process --------------------------------------------------------------------------

@@ -272,19 +272,24 @@ async def test_a_stalled_redis_times_out_and_fails_open(
     assert limit.failures == 1
 
 
-async def test_busy_processes_share_the_rate_fairly(
+async def test_a_late_joiner_gets_a_fair_share_and_one_alone_gets_all(
     redis_server: RedisServer, limits: list[SharedLimit]
 ) -> None:
     processes = [make(redis_server, limits) for _ in range(4)]
     turns = [0] * len(processes)
-    done = asyncio.Event()
+    enough = asyncio.Event()
 
-    async def busy(index: int) -> None:
-        while not done.is_set():
+    async def busy(index: int, until_total: int) -> None:
+        while not enough.is_set():
             await processes[index].wait_turn(2000.0, 1)
             turns[index] += 1
-            if sum(turns) >= 800:
-                done.set()
+            if sum(turns) >= until_total:
+                enough.set()
 
-    await asyncio.wait_for(asyncio.gather(*(busy(i) for i in range(4))), GUARD)
+    await asyncio.wait_for(busy(0, 200), GUARD)  # alone: every slot is its own
+    assert processes[0].recent_share == 1.0
+    alone, turns[0], enough = turns[0], 0, asyncio.Event()
+    await asyncio.wait_for(asyncio.gather(*(busy(i, 800) for i in range(4))), GUARD)
+    assert alone == 200
     assert min(turns) >= 0.15 * sum(turns)  # fair: a quarter each, give or take scheduling
+    assert 0.1 < processes[0].recent_share < 0.45

@@ -2,30 +2,27 @@
 
 Every process using a key reserves its send slots from one GCRA in Redis (a few slots per round
 trip, so most requests do not wait on Redis), honours a pause any of them set after a 429, and
-adopts the controller state any of them published. The in-flight cap and the retry budget stay
-per process (they are the limiter's and the client's).
+adopts the controller state any of them published (pauses and states are also pushed over
+pub/sub, so held slots are dropped at once). The in-flight cap and the retry budget stay per
+process (they are the limiter's and the client's).
 
-It fails open: each Redis operation has a timeout of a few milliseconds, and the first failure
-switches to a local GCRA at the last shared rate divided by the number of live processes, logs
-one WARNING, counts the event, and reconnects in the background. Redis never fails a call.
-
-redis-py is imported only by ``SharedLimit.from_url`` (the ``redis`` extra).
+It fails open (see ``link.py``): while Redis is refused, gone or slow, turns are paced locally
+at the last shared rate divided by the number of live processes. Redis never fails a call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
-import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...errors import ValidationError
 from .keys import DEFAULT_PREFIX, SharedKeys, shared_keys
+from .link import CONNECTING, DEFAULT_OPERATION_TIMEOUT, FALLBACK, SHARED, RedisLink
 from .scripts import PAUSE, PUBLISH, RESERVE, read_event, read_published, read_reservation
 
 __all__ = [
@@ -37,25 +34,14 @@ __all__ = [
     "SharedLimit",
 ]
 
-logger = logging.getLogger("convai_async")
-
-DEFAULT_OPERATION_TIMEOUT = 0.05  # seconds per Redis operation (see SLOW_STRIKES)
 DEFAULT_BATCH = 4  # most slots reserved per round trip
 BATCH_SECONDS = 0.02  # ...and at most this much of the shared rate
 HEARTBEAT_TTL = 5.0  # a process that reserved nothing for this long no longer counts as live
 STATE_TTL = 86_400.0  # a learnt rate outlives its processes by a day
-SLOT_LEASE = 0.5  # a slot unused this long is dropped (a pause may have begun since)
-RECONNECT_FIRST, RECONNECT_MAX = 0.05, 2.0
-WARNING_INTERVAL = 300.0  # at most one WARNING per outage, and per this many seconds
-CONNECT_TIMEOUT = 1.0
-SLOW_STRIKES = 3  # timeouts in a row before falling back
+SLOT_LEASE = 0.5  # a slot unused this long is dropped
 _SHARE_SAMPLES = 512
 MARKS = 20_000
-SHARED, FALLBACK, CONNECTING = "shared", "local fallback", "connecting"
 _MICROS = 1_000_000
-_URL_SCHEMES = ("redis://", "rediss://", "unix://")
-
-Script = Callable[..., Coroutine[Any, Any, Any]]
 
 
 class SharedLimit:
@@ -71,16 +57,25 @@ class SharedLimit:
         batch: int = DEFAULT_BATCH,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._redis = redis
         self._keys = keys
-        self._errors: tuple[type[BaseException], ...] = (*errors, OSError, asyncio.TimeoutError)
-        self._timeout = operation_timeout
         self._batch = batch
         self._clock = clock
         self._id = uuid.uuid4().hex
-        self._reserve: Script = redis.register_script(RESERVE)
-        self._pause: Script = redis.register_script(PAUSE)
-        self._publish: Script = redis.register_script(PUBLISH)
+        self._link = RedisLink(
+            redis,
+            errors=errors,
+            scripts=(RESERVE, PAUSE, PUBLISH),
+            channel=keys.events,
+            on_event=self._on_event,
+            on_outage=self._on_outage,
+            on_connected=self._on_connected,
+            name=self._id[:8],
+            operation_timeout=operation_timeout,
+            clock=clock,
+        )
+        self._reserve = redis.register_script(RESERVE)
+        self._pause = redis.register_script(PAUSE)
+        self._publish = redis.register_script(PUBLISH)
         self._slots: collections.deque[float] = collections.deque()
         self._paused_until = 0.0  # local clock
         self._offset = 0.0  # Redis time minus local clock
@@ -97,17 +92,7 @@ class SharedLimit:
         self._shares: collections.deque[tuple[float, int, int]] = collections.deque(
             maxlen=_SHARE_SAMPLES
         )
-        self._fallback = False
-        self._slow_in_a_row = 0
         self._local_tat = 0.0
-        self._warned_at: float | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()  # publishes in flight
-        self._connecting: asyncio.Task[None] | None = None
-        self._ready = False  # a connection with the scripts loaded, answering in time
-        self._attempted = asyncio.Event()  # a first connection attempt has ended
-        self._listening: asyncio.Task[None] | None = None  # the events subscription
-        self._closed = False
-        self.failures = 0
         self.round_trips = 0
         self.round_trip_seconds = 0.0
 
@@ -121,30 +106,14 @@ class SharedLimit:
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         batch: int = DEFAULT_BATCH,
     ) -> SharedLimit:
-        """Checks the URL and makes the Redis client (it connects on first use)."""
-        if not isinstance(url, str) or not url.startswith(_URL_SCHEMES):
-            raise ValidationError("redis_url", "must be a redis://, rediss:// or unix:// URL")
+        """Checks the URL and prefix and makes the Redis client (it connects on first use)."""
         if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
             raise ValidationError("redis_prefix", "must be a non-empty string without spaces")
-        try:
-            import redis.asyncio as aioredis  # the optional extra: only when a URL is given
-            import redis.exceptions
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-        except ImportError:
-            raise ValidationError(
-                "redis_url", "needs redis-py: pip install 'convai-async[redis]'"
-            ) from None
-        client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=max(operation_timeout, CONNECT_TIMEOUT),
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),  # we fail open instead of retrying
-        )
+        client, error = RedisLink.client_from_url(url, operation_timeout)
         return cls(
             client,
             shared_keys(api_key, prefix),
-            errors=(redis.exceptions.RedisError,),
+            errors=(error,),
             operation_timeout=operation_timeout,
             batch=batch,
         )
@@ -155,7 +124,12 @@ class SharedLimit:
     def status(self) -> str:
         """``"shared"`` while Redis answers, ``"local fallback"`` while it does not, and
         ``"connecting"`` before it first answered (turns are local meanwhile)."""
-        return SHARED if self._ready else FALLBACK if self._fallback else CONNECTING
+        return self._link.status
+
+    @property
+    def failures(self) -> int:
+        """Redis operations that failed or timed out (each one failed open)."""
+        return self._link.failures
 
     @property
     def live_processes(self) -> int:
@@ -210,24 +184,35 @@ class SharedLimit:
         """Wait for a send slot: the shared pause, then the shared GCRA at ``rate`` per second
         (all processes together; None: not paced). One caller at a time (the limiter's lock)."""
         while True:
-            now = self._clock()
-            if self._paused_until > now:
-                await asyncio.sleep(self._paused_until - now)
-                continue
+            wait = await self.try_turn(rate, burst, self._clock())
+            if wait <= 0.0:
+                return
+            await asyncio.sleep(wait)
+
+    async def try_turn(self, rate: float | None, burst: int, now: float) -> float:
+        """Take a send slot: 0.0 when taken, else the seconds until one may be (nothing
+        taken). The shape of a ``Pacer`` (issue 12's limiter), so it plugs in as one."""
+        if self._paused_until > now:
+            return self._paused_until - now
+        for _ in range(2):  # what we hold, else one reservation and look again
             while self._slots and self._slots[0] < now - SLOT_LEASE:
                 self._slots.popleft()
             if self._slots:
-                slot = self._slots.popleft()
-                if slot > now:
-                    await asyncio.sleep(slot - now)
-                return
-            if not self._ready and not self._fallback and self.round_trips == 0:
-                await self.connect()  # the first turn waits for the connection (once)
-            if not self._ready:
-                self._ensure_connecting()
-                await self._local_turn(rate, burst)
-                return
+                if self._slots[0] > now:
+                    return self._slots[0] - now
+                self._slots.popleft()
+                return 0.0
+            link = self._link
+            if not link.ready and not link.fallback and self.round_trips == 0:
+                await link.connect()  # the first turn waits for one connection attempt
+            if not link.ready:
+                link.ensure_connecting()
+                return self._local_turn(rate, burst, now)
             await self._refill(rate, burst)
+            now = self._clock()
+            if self._paused_until > now:
+                return self._paused_until - now
+        return self._local_turn(rate, burst, now)
 
     async def _refill(self, rate: float | None, burst: int) -> None:
         want = self._batch if rate is None else max(1, min(self._batch, int(rate * BATCH_SECONDS)))
@@ -240,7 +225,7 @@ class SharedLimit:
             self._version,
         ]
         started = self._clock()
-        reply = await self._run(self._reserve, self._keys.all(), args)
+        reply = await self._link.run(self._reserve, self._keys.all(), args)
         if reply is None:
             return  # not ready now: the next pass of wait_turn goes by the local pace
         ended = self._clock()
@@ -259,17 +244,17 @@ class SharedLimit:
         first_index = reservation.granted_total - reservation.granted + 1
         self._marks.extend((slot, first_index + i) for i, slot in enumerate(slots))
 
-    async def _local_turn(self, rate: float | None, burst: int) -> None:
-        """While Redis is away: this process's share of the last shared rate, paced locally."""
+    def _local_turn(self, rate: float | None, burst: int, now: float) -> float:
+        """While Redis is away: this process's share of the last shared rate, paced locally
+        (0.0 when a slot is taken now, else the wait)."""
         if rate is None:
-            return
+            return 0.0
         interval = self._live / rate
-        now = self._clock()
         send_at = self._local_tat - (burst - 1) * interval
         if send_at > now:
-            await asyncio.sleep(send_at - now)
-            now = self._clock()
+            return send_at - now
         self._local_tat = max(self._local_tat, now) + interval
+        return 0.0
 
     def _note_round_trip(self, redis_now: float, started: float, ended: float) -> None:
         rtt = ended - started
@@ -287,14 +272,14 @@ class SharedLimit:
         """Pause every process for ``seconds`` (after a 429); our held slots predate it."""
         self._slots.clear()
         self._paused_until = max(self._paused_until, self._clock() + seconds)
-        self._spawn(self._publish_pause(seconds))
+        self._link.spawn(self._publish_pause(seconds))
 
     async def _publish_pause(self, seconds: float) -> None:
-        if not self._ready:
-            await self.connect()
+        if not self._link.ready:
+            await self._link.connect()
         started = self._clock()
         args = [int(seconds * _MICROS), self._keys.events]
-        reply = await self._run(self._pause, [self._keys.pause], args)
+        reply = await self._link.run(self._pause, [self._keys.pause], args)
         if reply is not None:  # another process's longer pause may already be in force
             self._note_round_trip(int(reply[0]) / _MICROS, started, self._clock())
             until = self.to_local_time(int(reply[1]) / _MICROS)
@@ -311,7 +296,7 @@ class SharedLimit:
         it was computed from; when another process was first, theirs is adopted)."""
         if self._offset_known:  # else its times are not yet in Redis time: keep it local
             self._state = state
-            self._spawn(self._publish_state(self._version, state))
+            self._link.spawn(self._publish_state(self._version, state))
 
     def take_newer_state(self) -> Mapping[str, Any] | None:
         """A state another process published since the last call, or None."""
@@ -319,11 +304,11 @@ class SharedLimit:
         return state
 
     async def _publish_state(self, based_on: int, state: Mapping[str, Any]) -> None:
-        if not self._ready:
-            await self.connect()
+        if not self._link.ready:
+            await self._link.connect()
         blob = json.dumps(state, separators=(",", ":"))
         args = [based_on, blob, int(STATE_TTL * 1000), self._keys.events]
-        reply = await self._run(self._publish, [self._keys.state], args)
+        reply = await self._link.run(self._publish, [self._keys.state], args)
         if reply is None:
             return
         published = read_published(reply)
@@ -338,152 +323,44 @@ class SharedLimit:
         elif version < self._version and self._state is not None:
             # Redis lost the state (restarted): offer ours again
             self._version = version
-            self._spawn(self._publish_state(version, self._state))
+            self._link.spawn(self._publish_state(version, self._state))
 
-    # -- failing open ---------------------------------------------------------------------------
+    # -- the link's callbacks -------------------------------------------------------------------
+
+    def _on_event(self, data: Any) -> None:
+        """A pause or state another process pushed, applied as it comes (so the slots we hold
+        are dropped at once when everyone is told to wait)."""
+        event = read_event(data)
+        if event is None:
+            return
+        if event.paused_until is not None:
+            until = self.to_local_time(event.paused_until)
+            if until > self._paused_until:
+                self._paused_until = until
+                self._slots.clear()
+        elif event.state is not None:
+            self._note_version(event.version, event.state)
+
+    def _on_outage(self) -> str:
+        self._slots.clear()
+        self._local_tat = self._clock()
+        return f"a local limiter at 1/{self._live} of the shared rate"
+
+    def _on_connected(self) -> None:
+        if self._state is not None:  # learnt while away (or lost by a restarted Redis)
+            self._link.spawn(self._publish_state(self._version, self._state))
+
+    # -- lifetime -------------------------------------------------------------------------------
 
     async def connect(self) -> bool:
-        """Connect now, waiting for one attempt (at most ``CONNECT_TIMEOUT``; the first turn
-        does this); True when shared. Later attempts go on in the background."""
-        self._ensure_connecting()
-        await self._attempted.wait()
-        return self._ready
-
-    def _ensure_connecting(self) -> None:
-        if self._closed or (self._connecting is not None and not self._connecting.done()):
-            return
-        self._connecting = asyncio.get_running_loop().create_task(self._connect())
-
-    async def _connect(self) -> None:
-        """Until Redis answers: a fresh connection with the scripts loaded, off the hot path
-        (turns meanwhile are local). A first failure declares the outage."""
-        wait = RECONNECT_FIRST
-        while not self._closed:
-            try:
-                await asyncio.wait_for(self._warm_up(), CONNECT_TIMEOUT)
-            except self._errors as error:
-                self.failures += 1
-                self._fail(error)
-                self._attempted.set()
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, RECONNECT_MAX)
-                continue
-            self._ready, self._slow_in_a_row = True, 0
-            self._attempted.set()
-            if self._state is not None:  # learnt while away (or lost by a restarted Redis)
-                self._spawn(self._publish_state(self._version, self._state))
-            if self._fallback:
-                self._fallback = False
-                logger.info("shared rate limit: Redis answers again; sharing resumed")
-            return
-
-    async def _warm_up(self) -> None:
-        await self._redis.ping()
-        for script in (RESERVE, PAUSE, PUBLISH):
-            await self._redis.script_load(script)
-        if self._listening is None or self._listening.done():
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            await pubsub.subscribe(self._keys.events)
-            self._listening = asyncio.get_running_loop().create_task(self._listen(pubsub))
-
-    async def _listen(self, pubsub: Any) -> None:
-        """Pauses and states pushed by the other processes, applied as they come (so the slots
-        we hold are dropped at once when another process is told to wait)."""
-        try:
-            async for message in pubsub.listen():
-                event = read_event(message.get("data"))
-                if event is None:
-                    continue
-                if event.paused_until is not None:
-                    until = self.to_local_time(event.paused_until)
-                    if until > self._paused_until:
-                        self._paused_until = until
-                        self._slots.clear()
-                elif event.state is not None:
-                    self._note_version(event.version, event.state)
-        except self._errors as error:
-            self.failures += 1
-            self._ready = False
-            self._fail(error)
-            self._ensure_connecting()
-        finally:
-            with contextlib.suppress(*self._errors):
-                await pubsub.aclose()
-
-    async def _run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """One script call within the timeout; None when it failed (this turn is local).
-
-        A refused connection falls back at once. A timeout falls back after ``SLOW_STRIKES`` in
-        a row: on a busy event loop one late answer is more often our lag than Redis's. Either
-        way the connection is made afresh in the background."""
-        if not self._ready or self._closed:
-            self._ensure_connecting()
-            return None
-        try:
-            reply = await asyncio.wait_for(script(keys=keys, args=args), self._timeout)
-        except asyncio.TimeoutError as error:
-            self.failures += 1
-            self._slow_in_a_row += 1
-            self._ready = False  # the cancelled command's connection is dropped
-            if self._slow_in_a_row >= SLOW_STRIKES:
-                self._fail(error)
-            self._ensure_connecting()
-            return None
-        except self._errors as error:
-            self.failures += 1
-            self._ready = False
-            self._fail(error)
-            self._ensure_connecting()
-            return None
-        self._slow_in_a_row = 0
-        return reply
-
-    def _fail(self, error: BaseException) -> None:
-        """Declare the outage: one WARNING (then INFO for WARNING_INTERVAL), local pacing."""
-        if self._fallback:
-            return
-        self._fallback = True
-        self._slots.clear()
-        now = self._clock()
-        self._local_tat = now
-        if self._warned_at is None or now - self._warned_at >= WARNING_INTERVAL:
-            self._warned_at = now
-            log = logger.warning
-        else:
-            log = logger.info
-        log(
-            "shared rate limit (process %s): Redis did not answer (%s); continuing with a "
-            "local limiter at 1/%d of the shared rate, reconnecting in the background",
-            self._id[:8],
-            type(error).__name__,
-            self._live,
-        )
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        if self._closed:
-            work.close()
-            return
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Connect now, waiting for one attempt (the first turn does this); True when shared."""
+        return await self._link.connect()
 
     async def drain(self) -> None:
         """Wait for the background publishes (pause, state) started so far."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._link.drain()
 
     async def close(self) -> None:
         """Leave the live set (best effort) and close the connection pool. Idempotent."""
-        if self._closed:
-            return
-        if self._ready:
-            with contextlib.suppress(*self._errors):
-                await asyncio.wait_for(self._redis.zrem(self._keys.live, self._id), self._timeout)
-        self._closed = True
-        for task in (self._connecting, self._listening):
-            if task is not None:
-                self._tasks.add(task)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._redis.aclose()
+        redis = self._link.redis
+        await self._link.close(lambda: redis.zrem(self._keys.live, self._id))
