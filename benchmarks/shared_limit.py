@@ -14,7 +14,8 @@ Scenarios:
   alone    the same 4 processes without Redis (each learns the limit alone);
   joiner   one process alone for 8 s, then 3 more: each one's rate, alone and together;
   restart  Redis stopped 4 s into a shared run and started 4 s later: items applied,
-           WARNINGs per process, failures counted, shared again at the end.
+           WARNINGs per process, failures counted, shared again at the end;
+  cost     one process, no server limit, with and without Redis: the time a request gains.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,19 +72,13 @@ async def _work(url: str, first: int, count: int, total: int, redis_url: str | N
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         started = time.time()
-        trace: list[tuple[float, Any, str, str]] = []
+        trace: list[tuple[float, float | None, str]] = []  # the rate over time, for --trace
 
         async def sample() -> None:
             while True:
-                limiter = client._limiter
-                trace.append(
-                    (
-                        round(time.time() - started, 2),
-                        limiter.effective_rate and round(limiter.effective_rate, 1),
-                        limiter.phase,
-                        client.stats.shared_limit,
-                    )
-                )
+                now = client.stats
+                rate = now.effective_rate and round(now.effective_rate, 1)
+                trace.append((round(time.time() - started, 2), rate, now.shared_limit))
                 await asyncio.sleep(0.25)
 
         sampler = asyncio.create_task(sample())
@@ -134,11 +130,13 @@ def worker(argv: list[str]) -> None:
 
 
 @contextmanager
-def fake_server(characters: int) -> Iterator[str]:
+def fake_server(characters: int, limited: bool = True) -> Iterator[str]:
     command = [
         sys.executable, "-m", "convai_async.testing", "--port", "0", "--seconds", "1800",
-        "--characters", str(characters), "--rate-limit", str(RATE), "--burst", str(BURST),
+        "--characters", str(characters), "--burst", str(BURST),
     ]  # fmt: skip
+    if limited:
+        command += ["--rate-limit", str(RATE)]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
@@ -263,11 +261,42 @@ def restart(items: int) -> Row:
     return summary
 
 
+def cost(items: int, repeat: int = 3) -> Row:
+    """One process, no server limit: what the Redis round trips add per request (medians)."""
+    walls: dict[str, list[float]] = {"redis": [], "local": []}
+    trips: list[float] = []
+    rtt: list[float] = []
+    with redis_server() as redis:
+        for _ in range(repeat):
+            for mode in ("local", "redis"):
+                with fake_server(items, limited=False) as url:
+                    process = spawn(url, 0, items, items, redis.url if mode == "redis" else None)
+                    started = time.time()
+                    go(process)
+                    row = collect(process)
+                walls[mode].append((row["ended"] - started) / items * 1e6)
+                if mode == "redis":
+                    trips.append(row["round_trips"] / max(1, row["requests"]))
+                    rtt.append(row["round_trip_ms"])
+    local, shared = statistics.median(walls["local"]), statistics.median(walls["redis"])
+    return {
+        "items": items,
+        "wall_us_per_item_local": local,
+        "wall_us_per_item_redis": shared,
+        "added_us_per_item": shared - local,
+        "round_trips_per_request": statistics.median(trips),
+        "round_trip_ms": statistics.median(rtt),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.shared_limit")
     parser.add_argument("--items", type=int, default=1500, help="items per process")
     parser.add_argument(
-        "--only", nargs="+", default=["shared", "alone", "joiner", "restart"], metavar="SCENARIO"
+        "--only",
+        nargs="+",
+        default=["shared", "alone", "joiner", "restart", "cost"],
+        metavar="SCENARIO",
     )
     args = parser.parse_args(argv)
     results: Row = {}
@@ -279,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
             results["alone"] = bulk_run(args.items, None)[0]
         elif scenario == "joiner":
             results["joiner"] = joiner(args.items)
+        elif scenario == "cost":
+            results["cost"] = cost(args.items * 2)
         elif scenario == "restart":
             results["restart"] = restart(args.items)
         print(scenario, json.dumps(results[scenario], indent=1), flush=True)

@@ -283,7 +283,6 @@ class AdaptiveLimiter:
             self._shared.publish_state(self._published_state(self._shared))
 
     def _pause(self, now: float, seconds: float) -> float:
-        seconds = min(seconds, self._max_retry_after)
         self._paused_until = max(self._paused_until, now + seconds)
         return seconds
 

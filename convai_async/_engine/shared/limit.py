@@ -39,6 +39,7 @@ BATCH_SECONDS = 0.02  # ...and at most this much of the shared rate
 HEARTBEAT_TTL = 5.0  # a process that reserved nothing for this long no longer counts as live
 STATE_TTL = 86_400.0  # a learnt rate outlives its processes by a day
 SLOT_LEASE = 0.5  # a slot unused this long is dropped
+PREFETCH_AT = 1  # reserve the next slots in the background when this few are left
 _SHARE_SAMPLES = 512
 MARKS = 20_000
 _MICROS = 1_000_000
@@ -93,6 +94,7 @@ class SharedLimit:
             maxlen=_SHARE_SAMPLES
         )
         self._local_tat = 0.0
+        self._refilling: asyncio.Task[None] | None = None
         self.round_trips = 0
         self.round_trip_seconds = 0.0
 
@@ -201,6 +203,8 @@ class SharedLimit:
                 if self._slots[0] > now:
                     return self._slots[0] - now
                 self._slots.popleft()
+                if len(self._slots) <= PREFETCH_AT and self._link.ready:
+                    self._start_refill(rate, burst)  # the next slots arrive before they are due
                 return 0.0
             link = self._link
             if not link.ready and not link.fallback and self.round_trips == 0:
@@ -208,11 +212,19 @@ class SharedLimit:
             if not link.ready:
                 link.ensure_connecting()
                 return self._local_turn(rate, burst, now)
-            await self._refill(rate, burst)
+            task = self._start_refill(rate, burst)
+            if task is not None:
+                await asyncio.shield(task)
             now = self._clock()
             if self._paused_until > now:
                 return self._paused_until - now
         return self._local_turn(rate, burst, now)
+
+    def _start_refill(self, rate: float | None, burst: int) -> asyncio.Task[None] | None:
+        """One reservation at a time: the one in flight, else a new one."""
+        if self._refilling is None or self._refilling.done():
+            self._refilling = self._link.spawn(self._refill(rate, burst))
+        return self._refilling
 
     async def _refill(self, rate: float | None, burst: int) -> None:
         want = self._batch if rate is None else max(1, min(self._batch, int(rate * BATCH_SECONDS)))

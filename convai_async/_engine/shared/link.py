@@ -202,14 +202,15 @@ class RedisLink:
             meanwhile,
         )
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` in the background (cancelled by ``close``)."""
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run ``work`` in the background (cancelled by ``close``); None once closed."""
         if self._closed:
             work.close()
-            return
+            return None
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def drain(self) -> None:
         """Wait for the background operations started so far."""
