@@ -84,7 +84,9 @@ async def test_one_clients_retry_after_pauses_every_client(
     redis_server: RedisServer, sessions: list[Any]
 ) -> None:
     names = ["a", "b", "c"]
-    async with OneRefusal(characters=90, api_key=CANARY_KEY) as fake:
+    # 20 ms per request: a request takes longer than the push of a pause, even on a busy machine
+    faults = Faults(latency=0.02)
+    async with OneRefusal(characters=90, api_key=CANARY_KEY, faults=faults) as fake:
         fake.refuse_at = 40
         clients = [
             shared_client(fake, redis_server, sessions, name, max_concurrency=1) for name in names
