@@ -33,6 +33,12 @@ _URL_SCHEMES = ("redis://", "rediss://", "unix://")
 Script = Callable[..., Coroutine[Any, Any, Any]]
 
 
+def _consume(operation: asyncio.Future[Any]) -> None:
+    """A late operation's outcome, read so that asyncio does not report it as lost."""
+    if not operation.cancelled():
+        operation.exception()
+
+
 class RedisLink:
     """One process's connection to Redis for one key's shared limit; see the module docs."""
 
@@ -63,6 +69,7 @@ class RedisLink:
         self.ready = False  # a connection with the scripts loaded, answering in time
         self.fallback = False  # an outage was declared and has not ended
         self.failures = 0
+        self.timeouts = 0  # of which: operations that did not answer in time
         self._slow_in_a_row = 0
         self._warned_at: float | None = None
         self._attempted = asyncio.Event()  # a first connection attempt has ended
@@ -161,24 +168,34 @@ class RedisLink:
         if not self.ready or self._closed:
             self.ensure_connecting()
             return None
+        # Not cancelled when late: its answer is dropped, its connection kept (a cancelled
+        # command costs the connection, and a new one would be late again).
+        operation = asyncio.ensure_future(script(keys=keys, args=args))
         try:
-            reply = await asyncio.wait_for(script(keys=keys, args=args), self._timeout)
-        except asyncio.TimeoutError as error:
+            done, _ = await asyncio.wait((operation,), timeout=self._timeout)
+        except asyncio.CancelledError:
+            operation.cancel()
+            raise
+        if not done:
             self.failures += 1
+            self.timeouts += 1
             self._slow_in_a_row += 1
-            self.ready = False  # the cancelled command's connection was dropped
+            operation.add_done_callback(_consume)
             if self._slow_in_a_row >= SLOW_STRIKES:
-                self._declare_outage(error)
-            self.ensure_connecting()
+                self._failed(asyncio.TimeoutError())
             return None
-        except self._errors as error:
-            self._failed(error)
-            return None
+        error = operation.exception()
+        if error is not None:
+            if isinstance(error, self._errors):
+                self._failed(error)
+                return None
+            raise error
         self._slow_in_a_row = 0
-        return reply
+        return operation.result()
 
     def _failed(self, error: BaseException) -> None:
-        self.failures += 1
+        if not isinstance(error, asyncio.TimeoutError):
+            self.failures += 1
         self.ready = False
         self._declare_outage(error)
         self.ensure_connecting()
