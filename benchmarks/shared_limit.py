@@ -178,7 +178,7 @@ def go(process: Any) -> None:
 
 
 def collect(process: Any) -> Row:
-    out, _ = process.communicate(timeout=1800)
+    out, _ = process.communicate(timeout=600)
     row: Row = json.loads(out.strip().splitlines()[-1])
     return row
 

@@ -312,6 +312,8 @@ class SharedLimit:
 
     def take_newer_state(self) -> Mapping[str, Any] | None:
         """A state another process published since the last call, or None."""
+        if not self._offset_known:
+            return None  # its times are in Redis time, which we cannot read yet
         state, self._incoming = self._incoming, None
         return state
 
@@ -343,8 +345,8 @@ class SharedLimit:
         """A pause or state another process pushed, applied as it comes (so the slots we hold
         are dropped at once when everyone is told to wait)."""
         event = read_event(data)
-        if event is None:
-            return
+        if event is None or not self._offset_known:
+            return  # before our first round trip its times cannot be read; RESERVE tells
         if event.paused_until is not None:
             until = self.to_local_time(event.paused_until)
             if until > self._paused_until:
