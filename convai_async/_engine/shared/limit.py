@@ -345,9 +345,11 @@ class SharedLimit:
         """A pause or state another process pushed, applied as it comes (so the slots we hold
         are dropped at once when everyone is told to wait)."""
         event = read_event(data)
-        if event is None or not self._offset_known:
-            return  # before our first round trip its times cannot be read; RESERVE tells
+        if event is None:
+            return
         if event.paused_until is not None:
+            if not self._offset_known:
+                return  # its time cannot be read before our first round trip; RESERVE tells
             until = self.to_local_time(event.paused_until)
             if until > self._paused_until:
                 self._paused_until = until
