@@ -5,7 +5,15 @@ import logging
 from ._engine.retry import DEFAULT_RETRY, RetryPolicy, set_testing
 from ._engine.session import ClientStats
 from ._version import __version__
-from .bulk import BulkReport, Progress, UpdateResult, UpdateStatus
+from .bulk import (
+    BulkReport,
+    MigrationPlan,
+    PlannedChange,
+    Progress,
+    RollbackReport,
+    UpdateResult,
+    UpdateStatus,
+)
 from .client import ConvaiClient
 from .errors import (
     APIStatusError,
@@ -16,17 +24,18 @@ from .errors import (
     ConvaiConnectionError,
     ConvaiError,
     ConvaiTimeoutError,
+    JournalError,
     ModelInUseError,
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
+    RateLimitPatienceError,
     ServerError,
     TransportError,
     UnexpectedResponseError,
     ValidationError,
 )
-from .migration import MigrationPlan, PlannedChange
 from .models import (
     Character,
     CharacterUpdate,
@@ -56,6 +65,7 @@ __all__ = [
     "ConvaiTimeoutError",
     "CustomModel",
     "DeregisteredModel",
+    "JournalError",
     "MigrationPlan",
     "ModelInUseError",
     "NotFoundError",
@@ -64,8 +74,10 @@ __all__ = [
     "Progress",
     "QuotaExceededError",
     "RateLimitError",
+    "RateLimitPatienceError",
     "RegisteredModel",
     "RetryPolicy",
+    "RollbackReport",
     "ServerError",
     "TransportError",
     "UnexpectedResponseError",

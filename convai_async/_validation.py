@@ -1,13 +1,24 @@
-"""Argument checks, run before anything is sent. Each raises ValidationError naming the field."""
+"""Argument checks, run before anything is sent. Each raises ValidationError naming the field.
+
+Numbers: any real number is accepted (int, float, ``Decimal``, ``Fraction``, numpy scalars, any
+``numbers.Real``), but never a bool, NaN, an infinity, or a value too large for a float
+(``10**400``): those raise ValidationError, never OverflowError. Whole numbers accept any
+``numbers.Integral`` and have a documented maximum.
+"""
 
 from __future__ import annotations
 
+import decimal
 import math
+import numbers
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._wire.secrets import Secret
 from .errors import ValidationError
+
+MAX_SECONDS = 365 * 24 * 3600.0  # the longest timeout, deadline or wait an option may ask for
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _SHOWN_VALUE_CHARS = 60
@@ -15,7 +26,10 @@ _SHOWN_VALUE_CHARS = 60
 
 def _shown(value: Any) -> str:
     """A short, safe rendering of a rejected (non-secret) value for an error message."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int past the digit limit of int-to-str conversion
+        return f"<{type(value).__name__} too large to show>"
     return text if len(text) <= _SHOWN_VALUE_CHARS else text[:_SHOWN_VALUE_CHARS] + "..."
 
 
@@ -34,14 +48,23 @@ def optional_text(field: str, value: Any) -> str | None:
     return None if value is None else text(field, value)
 
 
+def real(field: str, value: Any, what: str = "a real number") -> float:
+    """A finite real number as a float: bool, strings, NaN, infinities and overflow refused."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, decimal.Decimal)):
+        raise ValidationError(field, f"must be {what}, got {type(value).__name__} {_shown(value)}")
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, ArithmeticError):
+        number = math.inf  # 10**400, Fraction(10**400), ...: out of any documented range
+    if not math.isfinite(number):
+        raise ValidationError(field, f"must be {what}, got {_shown(value)}")
+    return number
+
+
 def temperature(field: str, value: Any) -> float:
     """A real number in [0, 1]; bool, NaN, infinities, strings and None are refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(
-            field, f"must be a real number in [0, 1], got {type(value).__name__} {_shown(value)}"
-        )
-    number = float(value)
-    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+    number = real(field, value, "a real number in [0, 1]")
+    if not 0.0 <= number <= 1.0:
         raise ValidationError(field, f"must be in [0, 1], got {_shown(value)}")
     return number
 
@@ -73,39 +96,62 @@ def optional_http_url(field: str, value: Any) -> str | None:
     return None if value is None else http_url(field, value)
 
 
-def secret(field: str, value: Any) -> str:
-    """A key: non-empty, no whitespace or control characters. The value is never shown."""
-    if not isinstance(value, str):
-        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
-    if not value.strip():
+def secret(field: str, value: Any) -> Secret:
+    """A key (a string or a Secret): non-empty, no control characters or surrounding white
+    space. Returned as a Secret; the value is never shown."""
+    bare = value.reveal() if isinstance(value, Secret) else value
+    if not isinstance(bare, str):
+        raise ValidationError(field, f"must be a string, got {type(bare).__name__}")
+    if not bare.strip():
         raise ValidationError(field, "must not be empty")
-    if _CONTROL_CHARS.search(value) or value != value.strip():
+    if _CONTROL_CHARS.search(bare) or bare != bare.strip():
         raise ValidationError(
             field, "must not contain control characters (CR, LF, ...) or surrounding white space"
         )
-    return value
+    return value if isinstance(value, Secret) else Secret(bare)
 
 
-def optional_secret(field: str, value: Any) -> str | None:
+def optional_secret(field: str, value: Any) -> Secret | None:
     return None if value is None else secret(field, value)
 
 
-def positive(field: str, value: Any) -> float:
-    """A finite number above zero (timeouts, rates)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(field, f"must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
+def positive(field: str, value: Any, *, maximum: float = math.inf) -> float:
+    """A finite real number above zero and at most ``maximum`` (rates)."""
+    number = real(field, value, "a number above 0")
+    if number <= 0:
         raise ValidationError(field, f"must be above 0, got {_shown(value)}")
-    return float(value)
+    if number > maximum:
+        raise ValidationError(field, f"must be at most {maximum:g}, got {_shown(value)}")
+    return number
 
 
-def optional_positive(field: str, value: Any) -> float | None:
-    return None if value is None else positive(field, value)
+def optional_positive(field: str, value: Any, *, maximum: float = math.inf) -> float | None:
+    return None if value is None else positive(field, value, maximum=maximum)
 
 
-def whole(field: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+def seconds(field: str, value: Any, *, allow_zero: bool = False) -> float:
+    """A duration: a real number of seconds above 0 (or 0 too), at most ``MAX_SECONDS``."""
+    if allow_zero:
+        number = real(field, value, "a number of seconds")
+        if number < 0:
+            raise ValidationError(field, f"must be 0 or more, got {_shown(value)}")
+        if number > MAX_SECONDS:
+            raise ValidationError(field, f"must be at most {MAX_SECONDS:g}, got {_shown(value)}")
+        return number
+    return positive(field, value, maximum=MAX_SECONDS)
+
+
+def optional_seconds(field: str, value: Any) -> float | None:
+    return None if value is None else seconds(field, value)
+
+
+def whole(field: str, value: Any, *, minimum: int, maximum: int | None = None) -> int:
+    """A whole number (any ``numbers.Integral`` but bool) in [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValidationError(field, f"must be a whole number, got {type(value).__name__}")
-    if value < minimum:
-        raise ValidationError(field, f"must be at least {minimum}, got {value}")
-    return value
+    number = int(value)
+    if number < minimum:
+        raise ValidationError(field, f"must be at least {minimum}, got {_shown(number)}")
+    if maximum is not None and number > maximum:
+        raise ValidationError(field, f"must be at most {maximum}, got {_shown(number)}")
+    return number

@@ -7,6 +7,7 @@ __all__ = [
     "BASE_URL_ENV",
     "DEFAULT_BASE_URL",
     "DEFAULT_BURST",
+    "DEFAULT_CLOSE_GRACE",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_LIST_RESPONSE_BYTES",
@@ -31,3 +32,4 @@ DEFAULT_RATE_LIMIT_PATIENCE = 300.0  # seconds of nothing but 429s before calls 
 DEFAULT_BURST = 4
 DEFAULT_MAX_RESPONSE_BYTES = 1 << 20
 DEFAULT_MAX_LIST_RESPONSE_BYTES = 256 << 20
+DEFAULT_CLOSE_GRACE = 1.0  # seconds close() lets calls in flight finish before cancelling them

@@ -2,7 +2,8 @@
 
 Requests validate their fields when constructed, so bad input fails before any I/O. Wire names
 (``charID``, ``personalised_prompt_config.MODEL``, ...) are declared once, in ``_converter``.
-Secret fields are ``repr=False``.
+Secret fields (custom LLM keys) hold a ``Secret``: redacted in repr and str, unpicklable, and
+revealed only by the transport as the request is sent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from attrs import field, frozen
 
 from . import _validation as check
+from ._wire.secrets import Secret
 from .errors import ValidationError
 
 __all__ = [
@@ -37,6 +39,14 @@ def _model_code(value: Any) -> str | None:
 
 def _temperature(value: Any) -> float | None:
     return check.optional_temperature("temperature", value)
+
+
+def _llm_key(value: Any) -> Secret:
+    return check.secret("api_key", value)
+
+
+def _optional_llm_key(value: Any) -> Secret | None:
+    return check.optional_secret("api_key", value)
 
 
 @frozen
@@ -91,7 +101,7 @@ class ModelRegistration:
 
     model_group_name: str
     model_name: str
-    api_key: str = field(repr=False)
+    api_key: Secret = field(converter=_llm_key, repr=False)
     is_uncensored: bool
     display_name: str | None = None
     base_url: str | None = None
@@ -99,7 +109,6 @@ class ModelRegistration:
     def __attrs_post_init__(self) -> None:
         check.text("model_group_name", self.model_group_name)
         check.text("model_name", self.model_name)
-        check.secret("api_key", self.api_key)
         check.flag("is_uncensored", self.is_uncensored)
         check.optional_text("display_name", self.display_name)
         check.optional_http_url("base_url", self.base_url)
@@ -112,14 +121,13 @@ class ModelUpdate:
     model_group_name: str
     display_name: str | None = None
     base_url: str | None = None
-    api_key: str | None = field(default=None, repr=False)
+    api_key: Secret | None = field(default=None, converter=_optional_llm_key, repr=False)
     is_uncensored: bool | None = None
 
     def __attrs_post_init__(self) -> None:
         check.text("model_group_name", self.model_group_name)
         check.optional_text("display_name", self.display_name)
         check.optional_http_url("base_url", self.base_url)
-        check.optional_secret("api_key", self.api_key)
         check.optional_flag("is_uncensored", self.is_uncensored)
         if (self.display_name, self.base_url, self.api_key, self.is_uncensored) == (None,) * 4:
             raise ValidationError(

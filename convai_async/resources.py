@@ -1,13 +1,15 @@
 """The endpoints as methods: ``client.characters`` and ``client.llm_models``.
 
 Each method builds a validated request object, hands it to ``Session.call`` and turns the answer
-into a model through the converter. Nothing here does I/O of its own.
+into a model through the converter. Nothing here does I/O of its own. A custom LLM key becomes a
+``Secret`` first thing, and the bare argument is dropped, so no local on the call path holds it.
 """
 
 from __future__ import annotations
 
 import logging
 
+from . import _validation as check
 from ._engine.session import CallTrace, Session
 from ._wire import protocol
 from ._wire.converter import structure_answer
@@ -113,10 +115,12 @@ class LlmModels:
         """Register a custom LLM. The endpoint is not idempotent: when an earlier attempt went
         unanswered and a retry answers 409, the registered model is compared with what was sent;
         a match is a success (``reconciled=True``), anything else raises ConflictError."""
+        key = check.secret("api_key", api_key)
+        del api_key
         registration = ModelRegistration(
             model_group_name=model_group_name,
             model_name=model_name,
-            api_key=api_key,
+            api_key=key,
             is_uncensored=is_uncensored,
             display_name=display_name,
             base_url=base_url,
@@ -160,11 +164,13 @@ class LlmModels:
         is_uncensored: bool | None = None,
     ) -> UpdatedModel:
         """Change a custom LLM's display name, base URL, key or censorship flag."""
+        key = check.optional_secret("api_key", api_key)
+        del api_key
         change = ModelUpdate(
             model_group_name=model_group_name,
             display_name=display_name,
             base_url=base_url,
-            api_key=api_key,
+            api_key=key,
             is_uncensored=is_uncensored,
         )
         if change.api_key is not None:

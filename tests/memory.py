@@ -93,7 +93,7 @@ def memory_session(
         max_concurrency=max_concurrency,
         requests_per_second=None,
         burst=4,
-        max_retry_after=max_retry_after,
+        rate_limit_patience=rate_limit_patience,
         clock=clock,
         sleep=clock.sleep,
     )

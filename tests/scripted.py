@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -46,3 +48,20 @@ async def scripted_server(
         yield f"http://127.0.0.1:{port}", seen
     finally:
         await runner.cleanup()
+
+
+def gzip_bomb(mebibytes: int) -> bytes:
+    """A valid gzip body that inflates to ``mebibytes`` MiB of zeros (about 1 KiB per MiB).
+
+    One MiB is compressed after a full flush, which makes every further MiB compress to the
+    same bytes: they are repeated instead of compressed again (fast, and little memory)."""
+    block = bytes(1 << 20)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
+    first = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    again = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    end = deflate.flush()[:-8]  # the trailer is rewritten for the whole stream below
+    crc = 0
+    for _ in range(mebibytes):
+        crc = zlib.crc32(block, crc)
+    trailer = struct.pack("<II", crc, (mebibytes << 20) & 0xFFFFFFFF)
+    return first + again * (mebibytes - 1) + end + trailer

@@ -4,12 +4,7 @@ per-character order, fast abort, journal and resume (with a real SIGKILL), plan/
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
 import stat
-import sys
-import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,10 +18,11 @@ from convai_async import (
     UpdateStatus,
     ValidationError,
 )
-from convai_async.journal import read_journal
+from convai_async.bulk.format import Intent, Outcome, Values, encode
+from convai_async.bulk.reader import read_lines
 from convai_async.testing import FakeConvai, Faults
 
-from .conftest import CANARY_KEY, FAST_RETRY, ClientFactory
+from .conftest import CANARY_KEY, ClientFactory
 
 ROBUST_RETRY = RetryPolicy(initial_wait=0.001, max_wait=0.02, budget=5000)
 
@@ -225,6 +221,14 @@ async def test_progress_callback(fake: FakeConvai, client: ConvaiClient) -> None
 # -- journal ---------------------------------------------------------------------------------
 
 
+def outcomes(journal: Path, status: str | None = None) -> list[Outcome]:
+    return [
+        line
+        for _, line in read_lines(journal)
+        if isinstance(line, Outcome) and (status is None or line.s == status)
+    ]
+
+
 async def test_journal_records_every_item_and_resume_skips_applied(
     fake: FakeConvai, client: ConvaiClient, tmp_path: Path
 ) -> None:
@@ -233,10 +237,10 @@ async def test_journal_records_every_item_and_resume_skips_applied(
     report = await client.bulk_set_model(ids, "gpt-4.1", journal=journal)
     assert (report.succeeded, report.failed) == (20, 1)
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
-    entries = list(read_journal(journal))
-    assert len(entries) == 21
-    assert {e["outcome"] for e in entries} == {"applied", "failed"}
-    assert entries[0]["set"] == {"model": "gpt-4.1"}
+    intents = [line for _, line in read_lines(journal) if isinstance(line, Intent)]
+    assert len(intents) == 21
+    assert {o.s for o in outcomes(journal)} == {"applied", "failed"}
+    assert intents[0].set == Values(model="gpt-4.1")
     assert CANARY_KEY not in journal.read_text()
 
     before = fake.request_counts["/character/update"]
@@ -251,152 +255,68 @@ async def test_journal_tolerates_a_torn_last_line(
     journal = tmp_path / "torn.jsonl"
     await client.bulk_set_temperature(fake.char_ids[:10], 0.3, journal=journal)
     with journal.open("ab") as file:
-        file.write(b'\n{"i": 10, "char_id": "x", "set": {"temper')  # as after kill -9 mid-write
+        file.write(b'{"k":"outcome","i":10,"s":"appl')  # as after kill -9 mid-write
     report = await client.bulk_set_temperature(fake.char_ids[:12], 0.3, journal=journal)
     assert (report.already_applied, report.succeeded) == (10, 2)
-    assert len([e for e in read_journal(journal) if e["outcome"] == "applied"]) == 12
+    assert len(outcomes(journal, "applied")) == 12
 
 
-KILLED_RUN = textwrap.dedent(
-    """
-    import asyncio, sys
-    from convai_async import ConvaiClient, CharacterUpdate
-
-    async def main():
-        url, journal, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-        ids = [line.strip() for line in open(sys.argv[4])]
-        updates = (CharacterUpdate(c, model="gpt-4.1", temperature=0.25) for c in ids[:count])
-        async with ConvaiClient(api_key=sys.argv[5], base_url=url, max_concurrency=16) as client:
-            await client.bulk_update(updates, journal=journal)
-
-    asyncio.run(main())
-    """
-)
-
-
-async def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path: Path) -> None:
-    count, concurrency = 3000, 16
-    async with FakeConvai(
-        characters=count, api_key=CANARY_KEY, faults=Faults(latency=(0.002, 0.006)), record=False
-    ) as fake:
-        ids_file = tmp_path / "ids.txt"
-        ids_file.write_text("\n".join(fake.char_ids))
-        script = tmp_path / "run.py"
-        script.write_text(KILLED_RUN)
-        journal = tmp_path / "migration.jsonl"
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(script),
-            fake.url,
-            str(journal),
-            str(count),
-            str(ids_file),
-            CANARY_KEY,
-        )
-        for _ in range(3000):
-            await asyncio.sleep(0.01)
-            if journal.exists() and journal.read_bytes().count(b"\n") >= 800:
-                break
-        process.send_signal(signal.SIGKILL)
-        assert await process.wait() == -signal.SIGKILL
-        await asyncio.sleep(0.05)  # requests the dead process left in flight finish server-side
-        applied_before_resume = fake.applied_updates
-        journaled = sum(1 for e in read_journal(journal) if e["outcome"] == "applied")
-        assert 0 < journaled < count
-        async with ConvaiClient(
-            api_key=CANARY_KEY, base_url=fake.url, max_concurrency=concurrency
-        ) as client:
-            report = await client.bulk_update(
-                (CharacterUpdate(c, model="gpt-4.1", temperature=0.25) for c in fake.char_ids),
-                journal=journal,
-            )
-        assert report.failed == 0
-        assert report.already_applied == journaled
-        assert report.succeeded == count - journaled
-        assert all(
-            fake.model_of(c) == "gpt-4.1" and fake.temperature_of(c) == 0.25 for c in fake.char_ids
-        )
-        resent = fake.applied_updates - count
-        assert resent == applied_before_resume - journaled
-        assert resent <= 2 * concurrency
-    assert stat.S_IMODE(os.stat(journal).st_mode) == 0o600
-    assert CANARY_KEY not in journal.read_text()
+async def test_a_resume_never_sends_an_earlier_update_after_a_later_one_was_applied(
+    fake: FakeConvai, tmp_path: Path
+) -> None:
+    a, b = fake.char_ids[:2]
+    updates = [
+        CharacterUpdate(a, temperature=0.1),
+        CharacterUpdate(b, temperature=0.1),
+        CharacterUpdate(a, temperature=0.2),
+        CharacterUpdate(b, temperature=0.2),
+        CharacterUpdate(a, temperature=0.3),
+    ]
+    journal = tmp_path / "order.jsonl"
+    fake.faults = Faults(server_error_ratio=1.0, limit=1)  # the first request fails (503)
+    async with ConvaiClient(
+        api_key=fake.api_key, base_url=fake.url, max_concurrency=1, max_retries=0
+    ) as client:
+        report = await client.bulk_update(updates, journal=journal)
+        assert report.failed == 1
+        assert report.failures[0].index == 0
+        assert fake.temperature_of(a) == 0.3
+        sent_before = fake.request_counts["/character/update"]
+        resumed = await client.bulk_update(updates, journal=journal)
+    assert resumed.superseded == 1  # index 0: a later update of the same character was applied
+    assert resumed.already_applied == 4
+    assert resumed.ok
+    assert fake.request_counts["/character/update"] == sent_before
+    assert (fake.temperature_of(a), fake.temperature_of(b)) == (0.3, 0.2)
+    assert [o.i for o in outcomes(journal, "superseded")] == [0]
 
 
-# -- migrations ------------------------------------------------------------------------------
-
-
-async def test_plan_apply_rollback_round_trip(
+async def test_resume_resends_in_doubt_items_in_order_and_ends_at_the_last_value(
     fake: FakeConvai, client: ConvaiClient, tmp_path: Path
 ) -> None:
-    original = {c: (fake.model_of(c), fake.temperature_of(c)) for c in fake.char_ids}
-    on_4o = {c for c, (m, _) in original.items() if m == "gpt-4o"}
-    plan = await client.plan_migration(to_model="gpt-4.1", from_model="gpt-4o", temperature=0.4)
-    assert {u.char_id for u in plan.updates} == on_4o
-    assert plan.counts_by_model == {"gpt-4o": len(on_4o)}
-    assert plan.fleet_size == 50
-    assert "will change" in plan.summary()
-    assert fake.request_counts["/character/update"] == 0  # planning sends no update
-
-    journal = tmp_path / "migration.jsonl"
-    report = await client.apply(plan, journal=journal)
-    assert report.succeeded == len(on_4o)
-    for c in fake.char_ids:
-        expected = ("gpt-4.1", 0.4) if c in on_4o else original[c]
-        assert (fake.model_of(c), fake.temperature_of(c)) == expected
-    entry = next(read_journal(journal))
-    assert entry["previous"] == {"model": "gpt-4o", "temperature": original[entry["char_id"]][1]}
-
-    rollback = await client.rollback(journal)
-    assert rollback.succeeded == len(on_4o)
-    assert {c: (fake.model_of(c), fake.temperature_of(c)) for c in fake.char_ids} == original
+    a = fake.char_ids[0]
+    updates = [CharacterUpdate(a, temperature=step / 10) for step in range(5)]
+    journal = tmp_path / "doubt.jsonl"
+    report = await client.bulk_update(updates[:2], journal=journal)
+    assert report.succeeded == 2
+    with journal.open("ab") as file:  # as after a crash: intents 2-4 durable, no answers
+        for index in range(2, 5):
+            file.write(encode(Intent(index, a, Values(temperature=index / 10))))
+    resumed = await client.bulk_update(updates, journal=journal)
+    assert (resumed.already_applied, resumed.succeeded) == (2, 3)
+    sent = [r.body["temperature"] for r in fake.requests if r.path == "/character/update"]
+    assert sent == [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert fake.temperature_of(a) == 0.4
 
 
-async def test_plan_with_predicate_and_unchanged_characters(
-    fake: FakeConvai, client: ConvaiClient
+async def test_a_different_item_at_a_journaled_index_is_sent(
+    fake: FakeConvai, client: ConvaiClient, tmp_path: Path
 ) -> None:
-    first = fake.char_ids[0]
-    await client.characters.set_model(first, "gpt-4.1")
-    plan = await client.plan_migration(
-        to_model="gpt-4.1", where=lambda c: c.char_id in fake.char_ids[:5]
-    )
-    assert plan.selected == 5
-    assert plan.unchanged == 1
-    assert first not in {u.char_id for u in plan.updates}
-
-
-async def test_plan_preflight_refuses_unknown_model_and_bad_temperature(
-    fake: FakeConvai, client: ConvaiClient
-) -> None:
-    with pytest.raises(ValidationError, match="allow_unknown_model"):
-        await client.plan_migration(to_model="gpt-5-imaginary")
-    with pytest.raises(ValidationError) as caught:
-        await client.plan_migration(to_model="gpt-4.1", temperature=1.2)
-    assert caught.value.field == "temperature"
-    assert fake.request_counts["/character/update"] == 0
-    plan = await client.plan_migration(to_model="gpt-5-imaginary", allow_unknown_model=True)
-    assert len(plan.updates) == 50
-    await client.llm_models.register("my-llm", "m", "sk-1", False)
-    assert (await client.plan_migration(to_model="my-llm")).to_model == "my-llm"
-
-
-async def test_rollback_of_missing_journal_is_a_validation_error(
-    client: ConvaiClient, tmp_path: Path
-) -> None:
-    with pytest.raises(ValidationError, match="no such file"):
-        await client.rollback(tmp_path / "nope.jsonl")
-
-
-def test_journal_lines_are_json(tmp_path: Path) -> None:
-    from convai_async.journal import JournalWriter
-
-    writer = JournalWriter(tmp_path / "j.jsonl")
-    writer.record({"i": 0, "char_id": "c", "outcome": "applied"})
-    writer.close()
-    lines = [json.loads(line) for line in (tmp_path / "j.jsonl").read_text().splitlines() if line]
-    assert lines[0]["journal"] == "convai-async"
-    assert lines[1]["char_id"] == "c"
-    _ = FAST_RETRY
+    journal = tmp_path / "changed.jsonl"
+    await client.bulk_set_temperature(fake.char_ids[:3], 0.3, journal=journal)
+    report = await client.bulk_set_temperature(fake.char_ids[:3], 0.6, journal=journal)
+    assert (report.already_applied, report.succeeded) == (0, 3)
+    assert all(fake.temperature_of(c) == 0.6 for c in fake.char_ids[:3])
 
 
 async def test_stop_event_ends_the_run_gracefully(tmp_path: Path) -> None:
@@ -425,10 +345,7 @@ async def test_stop_event_ends_the_run_gracefully(tmp_path: Path) -> None:
             assert "STOPPED" in report.summary()
             # every update that reached the server is in the journal: nothing in limbo
             assert fake.applied_updates == report.succeeded
-            assert (
-                len([e for e in read_journal(journal) if e["outcome"] == "applied"])
-                == report.succeeded
-            )
+            assert len(outcomes(journal, "applied")) == report.succeeded
             resumed = await client.bulk_update(
                 (CharacterUpdate(c, temperature=0.9) for c in fake.char_ids), journal=journal
             )

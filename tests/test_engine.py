@@ -206,7 +206,7 @@ async def test_the_deadline_bounds_the_call_and_counts_as_a_failure() -> None:
     session = memory_session(transport, deadline=0.01)
     with pytest.raises(ConvaiTimeoutError) as caught:
         await session.call(MODEL_LIST, None)
-    assert caught.value.request_sent is False  # the transport never answered nor failed
+    assert caught.value.request_sent is True  # cut short mid-send: it may have been applied
     assert session.stats.failed == 1
     assert session.stats.in_flight == 0
 

@@ -1,92 +1,221 @@
-"""The limiter's pure parts (the bucket fit) on synthetic send logs, and its gate in a loop."""
+"""The limiter's gate (concurrency, pacing, pauses, patience) and the controller's pure
+transitions, on a virtual clock: no real waiting anywhere."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
-from convai_async._engine.limiter import AdaptiveLimiter, _first_refusal, _fit_rate
+from convai_async._engine import controller
+from convai_async._engine.controller import Accepted, RateState, on_rate_limited, rate_at
+from convai_async._engine.limiter import AdaptiveLimiter
+from convai_async.errors import RateLimitError, RateLimitPatienceError
+
+from .test_rate_control import run_virtual
+
+NOTHING = Accepted(tail=0, tail_seconds=0.0, cycle=0)
 
 
-def slow_start_log(rate: float, burst: int, start: float, doubling: float) -> list[float]:
-    """Send times of a client doubling its pace every ``doubling`` seconds, up to and including
-    the first send a token bucket (rate, burst) refuses."""
-    sends, now, tokens, last = [], 0.0, float(burst), 0.0
-    while True:
-        tokens = min(float(burst), tokens + (now - last) * rate)
-        last = now
-        sends.append(now)
-        if tokens < 1.0:
-            return sends
-        tokens -= 1.0
-        now += 1.0 / (start * 2 ** (now / doubling))
-
-
-@pytest.mark.parametrize(("rate", "burst"), [(20.0, 5), (200.0, 20), (2000.0, 100), (50.0, 2)])
-def test_fit_recovers_the_server_rate_from_a_slow_start(rate: float, burst: int) -> None:
-    sends = slow_start_log(rate, burst, start=burst, doubling=0.15)
-    assert _first_refusal(sends, rate, burst) == len(sends) - 1
-    fitted = _fit_rate(sends, burst)
-    assert fitted is not None
-    assert fitted == pytest.approx(rate, rel=0.1)
-
-
-def test_with_a_burst_of_one_the_fit_is_coarse_but_explains_the_log() -> None:
-    # one doubling step crosses 1/R, so many rates explain the log; the fit is one of them
-    # (and too high: the next 429 fits again from a longer, steadier log)
-    sends = slow_start_log(7.0, 1, start=1, doubling=0.15)
-    fitted = _fit_rate(sends, 1)
-    assert fitted is not None
-    assert _first_refusal(sends, fitted, 1) == len(sends) - 1
-
-
-def test_fit_declines_a_log_too_short_to_say() -> None:
-    assert _fit_rate([0.0, 0.001, 0.002], burst=5) is None
-    assert _fit_rate([0.0, 0.01, 0.02, 0.03], burst=1) is None  # spans under 0.1 s
+def limiter_here(**options: object) -> AdaptiveLimiter:
+    loop = asyncio.get_running_loop()
+    settings: dict[str, object] = {"max_concurrency": 4, "clock": loop.time, **options}
+    return AdaptiveLimiter(**settings)  # type: ignore[arg-type]
 
 
 async def test_gate_holds_max_concurrency_and_cancellation_frees_the_slot() -> None:
-    limiter = AdaptiveLimiter(
-        max_concurrency=2, requests_per_second=None, burst=1, max_retry_after=60
-    )
+    limiter = AdaptiveLimiter(max_concurrency=2)
     await limiter.acquire()
     await limiter.acquire()
     waiter = asyncio.create_task(limiter.acquire())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)
     assert not waiter.done()
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
     limiter.release()
-    await asyncio.wait_for(limiter.acquire(), 1)
+    await asyncio.wait_for(limiter.acquire(), 60)
     assert limiter.in_flight == 2
 
 
-async def test_configured_rate_paces_sends() -> None:
-    limiter = AdaptiveLimiter(
-        max_concurrency=10, requests_per_second=50, burst=1, max_retry_after=60
-    )
-    started = time.monotonic()
-    for _ in range(11):
-        await limiter.acquire()
-        limiter.release()
-    assert 0.18 <= time.monotonic() - started <= 0.5  # 10 intervals of 20 ms
+def test_a_configured_rate_paces_sends() -> None:
+    async def scenario() -> list[float]:
+        limiter = limiter_here(requests_per_second=50.0)
+        sent = []
+        for _ in range(11):
+            sent.append(await limiter.acquire())
+            limiter.release()
+        return sent
+
+    sent = run_virtual(scenario)
+    assert sent[-1] - sent[0] == pytest.approx(0.2)  # ten intervals of 20 ms
 
 
-async def test_a_429_pauses_then_paces_at_the_burst_estimate() -> None:
-    limiter = AdaptiveLimiter(
-        max_concurrency=10, requests_per_second=None, burst=1, max_retry_after=0.2
-    )
-    sent = [await limiter.acquire() for _ in range(6)]
-    for _ in range(6):
+def test_retry_after_is_a_floor_however_long() -> None:
+    async def scenario() -> tuple[float, float, float]:
+        limiter = limiter_here(rate_limit_patience=7200.0)
+        sent_at = await limiter.acquire()
         limiter.release()
-    limiter.on_rate_limited(retry_after=0.2, sent_at=sent[-1])
-    assert limiter.phase == "slow start"
-    assert 0.1 < limiter.paused_for <= 0.2
-    limiter.on_rate_limited(retry_after=None, sent_at=sent[-2])  # the same overload, late
-    assert limiter.effective_concurrency == 7
-    started = time.monotonic()
-    await limiter.acquire()
-    assert time.monotonic() - started >= 0.15
+        limiter.on_rate_limited(3600.0, sent_at)
+        paused_for = limiter.paused_for
+        resumed = await limiter.acquire()
+        return sent_at, paused_for, resumed
+
+    sent_at, paused_for, resumed = run_virtual(scenario)
+    assert paused_for == pytest.approx(3600.0)
+    assert resumed - sent_at >= 3600.0
+
+
+def test_a_late_429_of_the_same_overload_counts_once_but_keeps_its_pause() -> None:
+    async def scenario() -> tuple[str, float, float, float]:
+        limiter = limiter_here()
+        first = await limiter.acquire()
+        second = await limiter.acquire()
+        limiter.release()
+        limiter.release()
+        limiter.on_rate_limited(0.5, second)
+        rate = limiter.effective_rate
+        limiter.on_rate_limited(2.0, first)  # sent before the reaction: the same overload
+        assert rate is not None
+        return limiter.phase, rate, limiter.effective_rate or 0.0, limiter.paused_for
+
+    phase, rate, rate_after, paused_for = run_virtual(scenario)
+    assert phase == controller.SLOW_START
+    assert rate_after == rate
+    assert paused_for == pytest.approx(2.0)
+
+
+def test_patience_runs_out_after_429s_only_and_a_success_resets_it() -> None:
+    async def scenario() -> tuple[float, RateLimitPatienceError]:
+        loop = asyncio.get_running_loop()
+        limiter = limiter_here(rate_limit_patience=10.0)
+        started = loop.time()
+        for _ in range(3):
+            sent_at = await limiter.acquire()
+            limiter.release()
+            limiter.on_rate_limited(None, sent_at)
+        sent_at = await limiter.acquire()
+        limiter.release()
+        limiter.on_success()  # one success: a new streak must last 10 s again
+        started = loop.time()
+        while True:
+            try:
+                sent_at = await limiter.acquire()
+            except RateLimitPatienceError as error:
+                return loop.time() - started, error
+            limiter.release()
+            limiter.on_rate_limited(3.0, sent_at)
+
+    elapsed, error = run_virtual(scenario)
+    assert 10.0 <= elapsed <= 10.0 + 3.0  # patience, then at most one more pause or turn
+    assert isinstance(error, RateLimitError)
+    assert error.retry_after is None
+    assert "rate_limit_patience" in str(error)
+    assert "10s" in str(error)
+
+
+def test_a_long_retry_after_ends_at_patience_not_at_its_end() -> None:
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        limiter = limiter_here(rate_limit_patience=30.0)
+        sent_at = await limiter.acquire()
+        limiter.release()
+        limiter.on_rate_limited(3600.0, sent_at)
+        with pytest.raises(RateLimitPatienceError):
+            await limiter.acquire()
+        return loop.time() - sent_at
+
+    assert run_virtual(scenario) == pytest.approx(30.0, abs=0.1)
+
+
+def test_a_custom_pacer_is_asked_for_every_paced_send() -> None:
+    class CountingPacer:
+        def __init__(self) -> None:
+            self.calls: list[tuple[float, int]] = []
+
+        async def try_acquire(self, rate: float, burst: int, now: float) -> float:
+            self.calls.append((rate, burst))
+            return 0.0
+
+    async def scenario() -> list[tuple[float, int]]:
+        pacer = CountingPacer()
+        limiter = limiter_here(requests_per_second=5.0, burst=3, pacer=pacer)
+        for _ in range(4):
+            await limiter.acquire()
+            limiter.release()
+        return pacer.calls
+
+    assert run_virtual(scenario) == [(5.0, 3)] * 4
+
+
+# -- the controller's pure transitions ---------------------------------------------------------
+
+
+def test_open_until_the_first_429_then_a_slow_start_that_doubles() -> None:
+    state = RateState(epoch_started=0.0)
+    assert rate_at(state, 5.0) is None
+    state = on_rate_limited(
+        state, now=1.0, sent_at=0.99, retry_after=None, accepted=Accepted(0, 0.0, 40)
+    )
+    assert state.phase == controller.SLOW_START
+    start = rate_at(state, state.epoch_started)
+    assert start == pytest.approx(40.0)  # 40 accepted in the first second
+    later = rate_at(state, state.epoch_started + controller.SLOW_START_DOUBLING)
+    assert later == pytest.approx(80.0)
+
+
+def test_steady_recovers_towards_the_last_good_rate_then_probes_beyond() -> None:
+    state = RateState(
+        phase=controller.STEADY, base=180.0, good=200.0, epoch_started=10.0, plateau=4.0
+    )
+    assert rate_at(state, 10.0) == pytest.approx(180.0)
+    halfway = rate_at(state, 12.0)
+    assert halfway is not None
+    assert 195.0 < halfway < 200.0
+    assert rate_at(state, 14.0) == pytest.approx(200.0)
+    beyond = rate_at(state, 15.0)
+    far = rate_at(state, 17.0)
+    assert beyond is not None
+    assert far is not None
+    assert 200.0 < beyond < 215.0 < far
+
+
+def test_a_429_while_probing_sets_the_good_rate_and_one_confirming_it_waits_longer() -> None:
+    state = RateState(
+        phase=controller.STEADY, base=180.0, good=200.0, epoch_started=10.0, plateau=2.0,
+        reacted_at=9.0,
+    )  # fmt: skip
+    accepted = Accepted(tail=404, tail_seconds=2.0, cycle=600)  # 202 accepted per second
+    sent_at = 12.5
+    probed = rate_at(state, sent_at)
+    assert probed is not None
+    assert probed > 200.0
+    after = on_rate_limited(state, now=12.52, sent_at=sent_at, retry_after=1.0, accepted=accepted)
+    assert after.good == pytest.approx(min(probed, 202.0))
+    assert after.base == pytest.approx(controller.BACKOFF * after.good)
+    assert after.paused_until == pytest.approx(13.52)
+    assert after.epoch_started == after.paused_until
+    assert after.plateau == 4.0  # the same limit again: probe half as often
+
+
+def test_a_429_under_the_good_rate_takes_what_was_accepted() -> None:
+    state = RateState(
+        phase=controller.STEADY, base=184.0, good=200.0, epoch_started=10.0, plateau=8.0,
+        reacted_at=9.0,
+    )  # fmt: skip
+    accepted = Accepted(tail=200, tail_seconds=2.0, cycle=300)  # a tenant took half
+    after = on_rate_limited(state, now=13.0, sent_at=12.9, retry_after=None, accepted=accepted)
+    assert after.good == pytest.approx(100.0)
+    assert after.plateau == controller.MIN_PLATEAU
+    assert after.paused_until == pytest.approx(13.0 + controller.QUIET_SECONDS)
+    assert after.quiet == 2 * controller.QUIET_SECONDS  # 429s without Retry-After: longer
+
+
+def test_a_long_pause_makes_the_cycle_the_measure() -> None:
+    state = RateState(
+        phase=controller.STEADY, base=900.0, good=1000.0, epoch_started=10.0, reacted_at=1.5
+    )
+    # 2,000 accepted in 1.5 s of sending after an 8.5 s pause: a 10 s window's quota
+    accepted = Accepted(tail=2000, tail_seconds=1.5, cycle=2000)
+    after = on_rate_limited(state, now=11.5, sent_at=11.4, retry_after=8.5, accepted=accepted)
+    assert after.good == pytest.approx(200.0)

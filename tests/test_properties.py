@@ -18,6 +18,7 @@ from convai_async._wire.protocol import (
     parse_response,
     retry_after_seconds,
 )
+from convai_async._wire.secrets import Redactor, Secret
 from convai_async.models import (
     Character,
     CustomModel,
@@ -57,6 +58,9 @@ bodies = st.one_of(
     shaped_objects.map(lambda v: json.dumps(v).encode()),
     st.text(max_size=100).map(str.encode),
 )
+SEKRIT = Redactor()
+SEKRIT.add(Secret("sekrit"))
+
 headers = st.dictionaries(
     st.sampled_from(["content-type", "retry-after", "retry-after-ms"]),
     st.text(max_size=40),
@@ -71,7 +75,7 @@ def test_any_answer_is_a_success_or_a_convai_error(
 ) -> None:
     outcome: Any
     try:
-        outcome = parse_response(endpoint, status, head, body, secrets=("sekrit",))
+        outcome = parse_response(endpoint, status, head, body, redactor=SEKRIT)
     except ConvaiError as error:
         outcome = error
     if isinstance(outcome, ConvaiError):

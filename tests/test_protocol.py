@@ -24,6 +24,7 @@ from convai_async._wire.protocol import (
     parse_response,
     retry_after_seconds,
 )
+from convai_async._wire.secrets import Redactor, Secret
 from convai_async.models import (
     Character,
     CharacterNameQuery,
@@ -43,8 +44,16 @@ from .conftest import character_list_sample, sample_bytes
 JSON = {"content-type": "application/json"}
 
 
+def redactor_of(*secrets: str) -> Redactor:
+    redactor = Redactor()
+    for secret in secrets:
+        redactor.add(Secret(secret))
+    return redactor
+
+
 def body_of(request: object) -> Any:
-    return json.loads(encode_body(request))
+    body = encode_body(request)
+    return json.loads(body if isinstance(body, bytes) else body.reveal())
 
 
 # -- request bodies ------------------------------------------------------------------------------
@@ -340,7 +349,7 @@ def test_html_error_body_gives_short_message() -> None:
 def test_messages_are_redacted_of_secrets() -> None:
     body = b'{"API_ERROR": "Invalid API key provided: sekrit-123"}'
     with pytest.raises(errors.AuthenticationError) as caught:
-        parse_response(CHARACTER_UPDATE, 401, JSON, body, secrets=("sekrit-123",))
+        parse_response(CHARACTER_UPDATE, 401, JSON, body, redactor=redactor_of("sekrit-123"))
     assert "sekrit-123" not in str(caught.value)
     assert "[redacted]" in caught.value.message
 

@@ -131,14 +131,24 @@ async def test_429_without_retry_after_is_retried_with_backoff() -> None:
     ids=["drop-before", "drop-after", "5xx-html", "truncated-body", "hang"],
 )
 async def test_transport_faults_recover(faults: Faults) -> None:
+    hangs = faults.hang_ratio > 0
     async with FakeConvai(characters=20, faults=faults) as fake:
         async with ConvaiClient(
-            api_key=fake.api_key, base_url=fake.url, retry=FAST_RETRY, max_retries=10, timeout=0.3
+            api_key=fake.api_key,
+            base_url=fake.url,
+            retry=FAST_RETRY,
+            max_retries=10,
+            timeout=1.0 if hangs else 30.0,
         ) as client:
             await asyncio.gather(
                 *(client.characters.set_temperature(c, 0.5) for c in fake.char_ids)
             )
-            assert client.stats.retries == fake.faults_injected > 0
+            retries = client.stats.retries
+        assert fake.faults_injected > 0
+        if hangs:  # on a busy machine a healthy request may time out too, and be retried
+            assert retries >= fake.faults_injected
+        else:
+            assert retries == fake.faults_injected
         assert all(fake.temperature_of(c) == 0.5 for c in fake.char_ids)
 
 

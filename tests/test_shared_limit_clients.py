@@ -14,7 +14,6 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
 
 from convai_async import ConvaiClient
 from convai_async._engine.shared import SHARED, shared_keys
@@ -27,18 +26,20 @@ GUARD = 60.0  # hang guard only
 WORKER = "X-Test-Worker"
 
 
-class OneRefusal(FakeConvai):
-    """A FakeConvai that answers its ``refuse_at``-th request with 429 and Retry-After 2."""
+class OneRefusal:
+    """A server limiter (``Faults.limiter``) refusing only its ``refuse_at``-th request, with
+    Retry-After 2."""
 
-    refuse_at = 0
+    def __init__(self, refuse_at: int) -> None:
+        self.refuse_at = refuse_at
+        self.admitted = 0
 
-    def _rate_limited(self, path: str) -> web.Response | None:
-        if len(self.requests) == self.refuse_at:
-            self.rate_limited += 1
-            return web.json_response(
-                {"API_ERROR": "API rate limit exceeded."}, status=429, headers={"Retry-After": "2"}
-            )
-        return super()._rate_limited(path)
+    def admit(self, now: float) -> float | None:
+        self.admitted += 1
+        return 2.0 if self.admitted == self.refuse_at else None
+
+    def done(self, now: float) -> None:
+        pass
 
 
 @pytest.fixture
@@ -85,9 +86,9 @@ async def test_one_clients_retry_after_pauses_every_client(
 ) -> None:
     names = ["a", "b", "c"]
     # 20 ms per request: a request takes longer than the push of a pause, even on a busy machine
-    faults = Faults(latency=0.02)
-    async with OneRefusal(characters=90, api_key=CANARY_KEY, faults=faults) as fake:
-        fake.refuse_at = 40
+    refusal = OneRefusal(refuse_at=40)
+    faults = Faults(latency=0.02, limiter=refusal, retry_after="seconds")
+    async with FakeConvai(characters=90, api_key=CANARY_KEY, faults=faults) as fake:
         clients = [
             shared_client(fake, redis_server, sessions, name, max_concurrency=1) for name in names
         ]
@@ -102,7 +103,8 @@ async def test_one_clients_retry_after_pauses_every_client(
         assert fake.applied_updates == 90
         assert fake.rate_limited == 1
     log = fake.requests
-    refused = log[fake.refuse_at - 1]
+    refused = log[refusal.refuse_at - 1]
+    assert refused.status == 429
     refused_by = refused.headers[WORKER]
     # The refused client waits out its Retry-After (a floor), and so does everyone else: the
     # pause is pushed through Redis when the 429 arrives, so another client sends at most the

@@ -4,12 +4,19 @@
 ``close``): the resources (``client.characters``, ``client.llm_models``) and the bulk runner are
 built on it and nothing else. It is written against the ``Transport`` seam, so tests drive it in
 memory with zero waits; the client gives it the aiohttp transport.
+
+Two lifetime rules live here. A session is bound to the event loop it first runs in; a call
+from another loop raises ``WrongEventLoopError`` at once. ``close()`` fails every call waiting
+for a slot or a retry with ``ClientClosedError`` at once, gives calls in flight ``grace``
+seconds to finish (then cancels them: ``ClientClosedError`` with ``request_sent=True``), and
+returns once nothing is being sent and the transport is closed: no request leaves after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,12 +24,15 @@ from typing import Any
 from attrs import define, frozen
 
 from .._wire.protocol import Endpoint, encode_body, is_retryable, parse_response
+from .._wire.secrets import Redactor, Secret, SecretBody
+from ..defaults import DEFAULT_CLOSE_GRACE
 from ..errors import (
     ClientClosedError,
     ConvaiError,
     ConvaiTimeoutError,
     RateLimitError,
     TransportError,
+    WrongEventLoopError,
 )
 from .limiter import AdaptiveLimiter
 from .retry import Retrier
@@ -101,9 +111,16 @@ class Session:
         self._max_response_bytes = max_response_bytes
         self._max_list_response_bytes = max_list_response_bytes
         self._sleep = sleep
-        self._secrets: tuple[str, ...] = ()
+        self._redactor = Redactor()
         self._counters = _Counters()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._binding = threading.Lock()
+        self._calls: set[asyncio.Task[Any]] = set()  # tasks inside _retrying
+        self._sending: set[asyncio.Task[Any]] = set()  # those of them inside transport.send
+        self._closing_cancelled: set[asyncio.Task[Any]] = set()
+        self._sends_over: asyncio.Event | None = None
+        self._shutdown: asyncio.Task[None] | None = None
 
     @property
     def max_concurrency(self) -> int:
@@ -113,10 +130,9 @@ class Session:
     def closed(self) -> bool:
         return self._closed
 
-    def register_secret(self, secret: str) -> None:
+    def register_secret(self, secret: Secret) -> None:
         """Redact ``secret`` from every message this session builds from a server's answer."""
-        if secret and secret not in self._secrets:
-            self._secrets = (*self._secrets, secret)
+        self._redactor.add(secret)
 
     @property
     def stats(self) -> ClientStats:
@@ -132,15 +148,71 @@ class Session:
             effective_rate=limiter.effective_rate,
             paused_for=limiter.paused_for,
             retry_budget_left=self._retrier.budget.tokens,
+            shared_limit=limiter.shared_status,
+            shared_limit_failures=limiter.shared_failures,
         )
 
-    async def close(self) -> None:
-        self._closed = True
-        await self._transport.close()
+    # -- lifetime -------------------------------------------------------------------------------
+
+    def check_loop(self) -> None:
+        """Bind to the running loop on first use; raise WrongEventLoopError from any other."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._binding:  # two threads may race to be first
+            if self._loop is None:
+                self._loop = loop
+                return
+        state = "closed" if self._loop.is_closed() else "running elsewhere"
+        raise WrongEventLoopError(
+            f"this ConvaiClient is bound to the event loop it first ran in (now {state}); "
+            "create one client per event loop"
+        )
 
     def check_open(self) -> None:
         if self._closed:
             raise ClientClosedError("this ConvaiClient is closed; create a new one")
+
+    async def close(self, grace: float = DEFAULT_CLOSE_GRACE) -> None:
+        """Fail waiting calls now, let calls in flight finish for ``grace`` seconds (then cancel
+        them), close the transport. Returns when that is done; idempotent."""
+        if self._loop is not None:
+            self.check_loop()
+        if self._shutdown is None:
+            self._closed = True
+            self._shutdown = asyncio.ensure_future(self._shut_down(grace))
+        await asyncio.shield(self._shutdown)
+
+    async def _shut_down(self, grace: float) -> None:
+        for task in list(self._calls - self._sending):  # waiting for a slot, or a retry
+            self._cancel_for_close(task)
+        if self._sending:
+            self._sends_over = over = asyncio.Event()
+            try:
+                await asyncio.wait_for(over.wait(), grace)
+            except asyncio.TimeoutError:
+                for task in list(self._sending):
+                    self._cancel_for_close(task)
+                await over.wait()  # a cancelled send ends at its next step
+        await self._transport.close()
+        await self._limiter.close()  # a shared limiter's connection (issue 13)
+
+    def _cancel_for_close(self, task: asyncio.Task[Any]) -> None:
+        self._closing_cancelled.add(task)
+        task.cancel()
+
+    def _cancelled_by_close(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether a CancelledError in ``task`` is close()'s alone (then it is taken back)."""
+        if task is None or task not in self._closing_cancelled:
+            return False
+        self._closing_cancelled.discard(task)
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        if uncancel is None:
+            return True
+        left: int = uncancel()
+        return left == 0  # otherwise someone else cancelled it too: let it propagate
 
     # -- the call path --------------------------------------------------------------------------
 
@@ -158,6 +230,7 @@ class Session:
         ``patient`` calls (bulk runs) retry 429s without using up ``max_retries`` and wait out
         a ``Retry-After`` up to ``rate_limit_patience``; others fail at once when the server asks
         for more than ``max_retry_after``. ``trace`` receives what the attempts saw."""
+        self.check_loop()
         self.check_open()
         body = encode_body(request)
         trace = CallTrace() if trace is None else trace
@@ -180,37 +253,68 @@ class Session:
             raise
 
     async def _retrying(
-        self, endpoint: Endpoint, body: bytes, trace: CallTrace, patient: bool
+        self, endpoint: Endpoint, body: bytes | SecretBody, trace: CallTrace, patient: bool
     ) -> Any:
-        """Attempt, and after a retryable failure wait as the retrier says and attempt again."""
-        max_retry_after = self._rate_limit_patience if patient else self._max_retry_after
-        waits = None
-        while True:
-            try:
-                return await self._attempt(endpoint, body, trace)
-            except ConvaiError as error:
-                failures = trace.attempts - (trace.rate_limited if patient else 0)
-                waits = waits or self._retrier.waits()
-                wait = self._retrier.wait_after(
-                    error, failures=failures, max_retry_after=max_retry_after, waits=waits
-                )
-                if wait is None or self._closed:
-                    raise
-                self._counters.retries += 1
-                logger.warning(
-                    "retrying after %s (attempt %d) in %.2fs", error, trace.attempts + 1, wait
-                )
-            if wait > 0:
-                await self._sleep(wait)
+        """Attempt, and after a retryable failure wait as the retrier says and attempt again.
 
-    async def _attempt(self, endpoint: Endpoint, body: bytes, trace: CallTrace) -> Any:
+        Runs in the task that waits (with a deadline, wait_for's own task), so that close()
+        can cancel it; that cancellation comes out as ClientClosedError."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._calls.add(task)
+        try:
+            max_retry_after = self._rate_limit_patience if patient else self._max_retry_after
+            waits = None
+            while True:
+                try:
+                    return await self._attempt(endpoint, body, trace, task)
+                except ConvaiError as error:
+                    failures = trace.attempts - (trace.rate_limited if patient else 0)
+                    waits = waits or self._retrier.waits()
+                    wait = self._retrier.wait_after(
+                        error, failures=failures, max_retry_after=max_retry_after, waits=waits
+                    )
+                    if wait is None or self._closed:
+                        raise
+                    self._counters.retries += 1
+                    logger.warning(
+                        "retrying after %s (attempt %d) in %.2fs", error, trace.attempts + 1, wait
+                    )
+                if wait > 0:
+                    await self._sleep(wait)
+        except asyncio.CancelledError:
+            if not self._cancelled_by_close(task):
+                raise
+        finally:
+            if task is not None:
+                self._calls.discard(task)
+                self._closing_cancelled.discard(task)
+        # Raised here, outside the except block: no CancelledError (whose traceback runs
+        # through aiohttp's frames, headers and all) is chained to it.
+        raise ClientClosedError(
+            "this ConvaiClient was closed before the call finished",
+            request_sent=trace.request_sent,
+        )
+
+    async def _attempt(
+        self,
+        endpoint: Endpoint,
+        body: bytes | SecretBody,
+        trace: CallTrace,
+        task: asyncio.Task[Any] | None,
+    ) -> Any:
         self.check_open()
         sent_at = await self._limiter.acquire()
+        if self._closed:  # closed while this call waited: it must not send
+            self._limiter.release()
+            self.check_open()
         trace.attempts += 1
         self._counters.requests += 1
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.monotonic() if debug else 0.0
         cap = self._max_list_response_bytes if endpoint.large else self._max_response_bytes
+        if task is not None:
+            self._sending.add(task)
         try:
             response = await self._transport.send(endpoint.path, body, max_bytes=cap)
         except TransportError as error:
@@ -219,12 +323,25 @@ class Session:
             if debug:
                 _log_attempt(endpoint, trace, started, None, error)
             raise
+        except asyncio.CancelledError:
+            # Cut short by close(), a deadline or the caller: the request may have left.
+            trace.request_sent = trace.unanswered = True
+            raise
         finally:
             self._limiter.release()
+            if task is not None:
+                self._sending.discard(task)
+                if self._sends_over is not None and not self._sending:
+                    self._sends_over.set()
         trace.request_sent = True
         try:
             payload = parse_response(
-                endpoint, response.status, response.headers, response.body, secrets=self._secrets
+                endpoint,
+                response.status,
+                response.headers,
+                response.body,
+                redactor=self._redactor,
+                now=time.time() if response.status == 429 else None,  # for a Retry-After date
             )
         except RateLimitError as error:
             trace.rate_limited += 1

@@ -3,6 +3,7 @@
 Nothing here imports redis-py until ``SharedLimit.from_url`` is called.
 """
 
+from .adapter import SharedAdaptiveLimiter, SharedPacer, limiter_for, shared_limit
 from .keys import DEFAULT_PREFIX, SharedKeys, key_digest, shared_keys
 from .limit import (
     CONNECTING,
@@ -20,8 +21,12 @@ __all__ = [
     "DEFAULT_PREFIX",
     "FALLBACK",
     "SHARED",
+    "SharedAdaptiveLimiter",
     "SharedKeys",
     "SharedLimit",
+    "SharedPacer",
     "key_digest",
+    "limiter_for",
     "shared_keys",
+    "shared_limit",
 ]

@@ -40,8 +40,8 @@ HEARTBEAT_TTL = 5.0  # a process that reserved nothing for this long no longer c
 STATE_TTL = 86_400.0  # a learnt rate outlives its processes by a day
 SLOT_LEASE = 0.5  # a slot unused this long is dropped
 PREFETCH_AT = 1  # reserve the next slots in the background when this few are left
+HELLO_EVERY = 1.0  # while not pacing: say we are live (and read the clock) this often
 _SHARE_SAMPLES = 512
-MARKS = 20_000
 _MICROS = 1_000_000
 
 
@@ -87,14 +87,13 @@ class SharedLimit:
         self._incoming: Mapping[str, Any] | None = None  # adopted, not yet taken by the limiter
         self._live = 1
         self._own_granted = 0
-        # our slots with their place among everyone's: (local time, index of the grant)
-        self._marks: collections.deque[tuple[float, int]] = collections.deque(maxlen=MARKS)
         self._recent_share = 1.0
         self._shares: collections.deque[tuple[float, int, int]] = collections.deque(
             maxlen=_SHARE_SAMPLES
         )
         self._local_tat = 0.0
         self._refilling: asyncio.Task[None] | None = None
+        self._last_hello = -HELLO_EVERY
         self.round_trips = 0
         self.round_trip_seconds = 0.0
 
@@ -148,27 +147,6 @@ class SharedLimit:
     def to_local_time(self, shared: float) -> float:
         return shared - self._offset
 
-    def share_since(self, local: float) -> float:
-        """This process's fraction of the slots granted (all processes) since ``local``."""
-        samples = self._shares
-        if not samples:
-            return 1.0
-        return self._share_over(next((s for s in samples if s[0] >= local), samples[-1]))
-
-    def everyones_sends(self, start: float, end: float) -> list[float]:
-        """Send times of every process's slots in [start, end] (local clock): ours as granted,
-        the others' spread evenly between ours (GCRA spaces them evenly while busy)."""
-        sends: list[float] = []
-        previous: tuple[float, int] | None = None
-        for at, index in self._marks:
-            if previous is not None and start <= at and previous[0] <= end:
-                before, gap = previous[0], index - previous[1]
-                sends.extend(before + (at - before) * j / gap for j in range(1, gap))
-            if start <= at <= end:
-                sends.append(at)
-            previous = (at, index)
-        return sorted(t for t in sends if start <= t <= end)
-
     @property
     def recent_share(self) -> float:
         """This process's fraction of the slots granted over its last 64 reservations."""
@@ -220,14 +198,32 @@ class SharedLimit:
                 return self._paused_until - now
         return self._local_turn(rate, burst, now)
 
+    def keep_alive(self) -> None:
+        """While this process does not pace (no 429 seen): connect, and now and then reserve
+        nothing, which counts it live and reads Redis's clock, pause and state (in the
+        background: pushed pauses and states can then be read)."""
+        link = self._link
+        if not link.ready:
+            if not link.fallback:
+                link.ensure_connecting()
+            return
+        now = self._clock()
+        busy = self._refilling is not None and not self._refilling.done()
+        if now - self._last_hello >= HELLO_EVERY and not busy:
+            self._last_hello = now
+            self._refilling = link.spawn(self._refill(None, 1, want=0))
+
     def _start_refill(self, rate: float | None, burst: int) -> asyncio.Task[None] | None:
         """One reservation at a time: the one in flight, else a new one."""
         if self._refilling is None or self._refilling.done():
             self._refilling = self._link.spawn(self._refill(rate, burst))
         return self._refilling
 
-    async def _refill(self, rate: float | None, burst: int) -> None:
-        want = self._batch if rate is None else max(1, min(self._batch, int(rate * BATCH_SECONDS)))
+    async def _refill(self, rate: float | None, burst: int, want: int | None = None) -> None:
+        if want is None:
+            want = (
+                self._batch if rate is None else max(1, min(self._batch, int(rate * BATCH_SECONDS)))
+            )
         args = [
             rate or 0,
             burst,
@@ -245,16 +241,15 @@ class SharedLimit:
         self._note_round_trip(reservation.now, started, ended)
         self._live = reservation.live
         self._note_version(reservation.version, reservation.state)
-        self._own_granted += reservation.granted
-        self._shares.append((ended, self._own_granted, reservation.granted_total))
-        self._recent_share = self._share_over(self._shares[max(0, len(self._shares) - 64)])
+        if want:
+            self._own_granted += reservation.granted
+            self._shares.append((ended, self._own_granted, reservation.granted_total))
+            self._recent_share = self._share_over(self._shares[max(0, len(self._shares) - 64)])
         if reservation.paused_until:
             local_until = self.to_local_time(reservation.paused_until)
             self._paused_until = max(self._paused_until, local_until)
         slots = [self.to_local_time(slot) for slot in reservation.slots()]
         self._slots.extend(slots)
-        first_index = reservation.granted_total - reservation.granted + 1
-        self._marks.extend((slot, first_index + i) for i, slot in enumerate(slots))
 
     def _local_turn(self, rate: float | None, burst: int, now: float) -> float:
         """While Redis is away: this process's share of the last shared rate, paced locally
@@ -363,6 +358,8 @@ class SharedLimit:
         return f"a local limiter at 1/{self._live} of the shared rate"
 
     def _on_connected(self) -> None:
+        self._last_hello = -HELLO_EVERY
+        self.keep_alive()
         if self._state is not None:  # learnt while away (or lost by a restarted Redis)
             self._link.spawn(self._publish_state(self._version, self._state))
 
