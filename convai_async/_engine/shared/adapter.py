@@ -110,6 +110,10 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
         )
 
     @property
+    def shared(self) -> SharedLimit:
+        return self._shared
+
+    @property
     def shared_status(self) -> str:
         return self._shared.status
 
