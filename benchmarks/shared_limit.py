@@ -38,7 +38,7 @@ from typing import Any
 
 from convai_async import ConvaiClient
 from convai_async._engine.shared import SharedAdaptiveLimiter
-from convai_async.bulk import updates_for
+from convai_async.bulk.updates import updates_for
 from convai_async.testing import DEFAULT_FAKE_API_KEY, FakeConvai
 from tests.redis_server import RedisServer, redis_server_binary
 
