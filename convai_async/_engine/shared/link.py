@@ -240,7 +240,7 @@ class RedisLink:
         if self._closed:
             return
         if self.ready and farewell is not None:
-            with contextlib.suppress(*self._errors):
+            with contextlib.suppress(asyncio.TimeoutError, *self._errors):
                 await asyncio.wait_for(farewell(), self._timeout)
         self._closed = True
         for task in (self._connecting, self._listening):
