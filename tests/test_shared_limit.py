@@ -18,6 +18,8 @@ import redis.asyncio as aioredis
 from convai_async import ConvaiClient
 from convai_async._engine.shared import FALLBACK, SHARED, SharedLimit, key_digest, shared_keys
 from convai_async._engine.shared.scripts import PAUSE, RESERVE, read_reservation
+from convai_async.cli import make_client
+from convai_async.cli.parser import build_parser
 from convai_async.errors import ValidationError
 
 from .redis_server import RedisServer, running_redis
@@ -106,6 +108,19 @@ def test_redis_is_imported_only_when_a_redis_url_is_given() -> None:
 def test_bad_redis_options_are_validation_errors(options: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError, match=field):
         ConvaiClient(api_key=KEY, base_url="http://127.0.0.1:1", **options)
+
+
+async def test_the_clis_redis_url_reaches_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONVAI_REDIS_URL", raising=False)
+    base = ["--api-key", "k", "models"]
+    shared = make_client(build_parser().parse_args(["--redis-url", "redis://127.0.0.1:9/0", *base]))
+    local = make_client(build_parser().parse_args(base))
+    try:
+        assert shared.stats.shared_limit == "connecting"  # nothing sent yet: not connected
+        assert local.stats.shared_limit == "off"
+    finally:
+        await shared.close()
+        await local.close()
 
 
 # -- the scripts -------------------------------------------------------------------------------
