@@ -96,7 +96,12 @@ async def test_one_clients_retry_after_pauses_every_client(
 
         async def work(index: int, client: ConvaiClient) -> None:
             async with client:
-                for char_id in ids[index * 30 : (index + 1) * 30]:
+                mine = ids[index * 30 : (index + 1) * 30]
+                await client.characters.set_model(mine[0], "gpt-4.1")  # connects to Redis
+                shared = client._session._limiter.shared  # type: ignore[attr-defined]
+                # a pushed pause is in Redis time: readable once a round trip read its clock
+                await until(lambda: shared.round_trips >= 1, "connected, Redis's clock read")
+                for char_id in mine[1:]:
                     await client.characters.set_model(char_id, "gpt-4.1")
 
         await asyncio.wait_for(asyncio.gather(*(work(i, c) for i, c in enumerate(clients))), GUARD)
