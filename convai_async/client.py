@@ -20,9 +20,9 @@ from attrs import evolve
 
 from . import _validation as check
 from . import catalog
-from ._engine.limiter import AdaptiveLimiter
 from ._engine.retry import DEFAULT_RETRY, Retrier, RetryPolicy
 from ._engine.session import ClientStats, Session
+from ._engine.shared import DEFAULT_OPERATION_TIMEOUT, DEFAULT_PREFIX, limiter_for, shared_limit
 from ._engine.transport import AiohttpTransport
 from ._version import __version__
 from ._wire.secrets import Secret
@@ -113,11 +113,8 @@ def _is_loopback(host: str) -> bool:
 def _checked_base_url(base_url: Any, allow_insecure_http: bool) -> str:
     url = check.http_url("base_url", base_url)
     parts = urlsplit(url)
-    if (
-        parts.scheme == "http"
-        and not allow_insecure_http
-        and not _is_loopback(parts.hostname or "")
-    ):
+    host = parts.hostname or ""
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(host):
         raise ValidationError(
             "base_url",
             "plain http:// to a non-loopback host would send the API key in clear; "
@@ -163,6 +160,9 @@ class ConvaiClient:
         max_list_response_bytes: int = DEFAULT_MAX_LIST_RESPONSE_BYTES,
         allow_insecure_http: bool = False,
         trace_configs: Sequence[aiohttp.TraceConfig] | None = None,
+        redis_url: str | None = None,
+        redis_prefix: str = DEFAULT_PREFIX,
+        redis_timeout: float = DEFAULT_OPERATION_TIMEOUT,
     ) -> None:
         key = _api_key_from(api_key)
         del api_key  # from here on only the Secret: a traceback's locals never show the key
@@ -192,7 +192,8 @@ class ConvaiClient:
             session=session,
             trace_configs=trace_configs,
         )
-        limiter = AdaptiveLimiter(
+        limiter = limiter_for(  # shared through Redis when a URL is given (issue 13)
+            shared_limit(redis_url, key, redis_prefix, redis_timeout),
             max_concurrency=self._max_concurrency,
             requests_per_second=check.optional_positive(
                 "requests_per_second", requests_per_second, maximum=MAX_REQUESTS_PER_SECOND

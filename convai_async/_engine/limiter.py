@@ -148,6 +148,19 @@ class AdaptiveLimiter:
             return 0.0
         return max(0.0, self.load_state().paused_until - self._clock())
 
+    # -- sharing (issue 13): what a shared limiter reports, and the connection it closes -------
+
+    @property
+    def shared_status(self) -> str:
+        return "off"
+
+    @property
+    def shared_failures(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        """Release what the limiter holds outside this process (nothing, here)."""
+
     # -- acquire / release ----------------------------------------------------------------------
 
     async def acquire(self) -> float:

@@ -71,6 +71,8 @@ class ClientStats:
     effective_rate: float | None
     paused_for: float
     retry_budget_left: int
+    shared_limit: str = "off"  # "off", "connecting", "shared" (Redis) or "local fallback"
+    shared_limit_failures: int = 0  # Redis operations that failed or timed out (failed open)
 
 
 @define
@@ -146,6 +148,8 @@ class Session:
             effective_rate=limiter.effective_rate,
             paused_for=limiter.paused_for,
             retry_budget_left=self._retrier.budget.tokens,
+            shared_limit=limiter.shared_status,
+            shared_limit_failures=limiter.shared_failures,
         )
 
     # -- lifetime -------------------------------------------------------------------------------
@@ -193,6 +197,7 @@ class Session:
                     self._cancel_for_close(task)
                 await over.wait()  # a cancelled send ends at its next step
         await self._transport.close()
+        await self._limiter.close()  # a shared limiter's connection (issue 13)
 
     def _cancel_for_close(self, task: asyncio.Task[Any]) -> None:
         self._closing_cancelled.add(task)

@@ -46,9 +46,8 @@ CLIENT_OPTIONS = {
     "concurrency": "max_concurrency",
     "rps": "requests_per_second",
     "rate_limit_patience": "rate_limit_patience",
+    "redis_url": "redis_url",
 }
-# options whose library support comes with later releases: passed only when the user set them
-NEWER_CLIENT_OPTIONS = {"redis_url": "redis_url"}
 
 
 def make_client(args: argparse.Namespace) -> ConvaiClient:
@@ -58,18 +57,7 @@ def make_client(args: argparse.Namespace) -> ConvaiClient:
         if getattr(args, name) is not None
     }
     options["allow_insecure_http"] = args.allow_insecure_http
-    newer = {
-        parameter: getattr(args, name)
-        for name, parameter in NEWER_CLIENT_OPTIONS.items()
-        if getattr(args, name) is not None
-    }
-    try:
-        return ConvaiClient(**options, **newer)
-    except TypeError:
-        if not newer:
-            raise
-        flags = ", ".join("--" + name.replace("_", "-") for name in newer)
-        raise UsageError(f"{flags}: not supported by this version of convai-async") from None
+    return ConvaiClient(**options)
 
 
 async def run(args: argparse.Namespace, output: Output) -> int:

@@ -1,0 +1,152 @@
+"""Issue 12's limiter with its learnt state, its pause and its pacing shared through Redis.
+
+:class:`SharedAdaptiveLimiter` keeps the controller's :class:`RateState` in Redis through the
+limiter's own seam (``load_state`` / ``store_state``): a local copy, offered to every process
+by compare-and-set on a version (times moved to Redis time), and replaced by a newer one
+another process published. It paces through :class:`SharedPacer`, whose slots come from the
+GCRA every process shares (the rate is the whole key's). Before any 429 it does not pace, so
+Redis is off the common path; it only keeps its link open to hear a pause or a state pushed by
+another process. Accepted counts are this process's, scaled by its share of the slots.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ... import _validation as check
+from ..._wire.secrets import Secret
+from ...defaults import REDIS_URL_ENV
+from ..controller import OPEN, Accepted, RateState
+from ..limiter import AdaptiveLimiter
+from .limit import SharedLimit
+
+__all__ = [
+    "SharedAdaptiveLimiter",
+    "SharedPacer",
+    "from_shared",
+    "limiter_for",
+    "shared_limit",
+    "to_shared",
+]
+
+_TIMES = ("epoch_started", "reacted_at", "paused_until")
+
+
+class SharedPacer:
+    """A ``Pacer`` whose slots come from the GCRA in Redis (paced locally while it is away)."""
+
+    def __init__(self, shared: SharedLimit) -> None:
+        self._shared = shared
+
+    async def try_acquire(self, rate: float, burst: int, now: float) -> float:
+        return await self._shared.try_turn(rate, burst, now)
+
+
+def to_shared(state: RateState, shared: SharedLimit) -> dict[str, Any]:
+    """The state as stored in Redis: plain values, its times in Redis time."""
+    data = attrs.asdict(state)
+    for name in _TIMES:
+        if data[name] is not None:
+            data[name] = shared.to_shared_time(data[name])
+    return data
+
+
+def from_shared(data: Mapping[str, Any], shared: SharedLimit) -> RateState | None:
+    """A state read from Redis, its times on the local clock (None when it is not one)."""
+    try:
+        values = {field.name: data[field.name] for field in attrs.fields(RateState)}
+        for name in _TIMES:
+            if values[name] is not None:
+                values[name] = shared.to_local_time(float(values[name]))
+        return RateState(**values)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class SharedAdaptiveLimiter(AdaptiveLimiter):
+    """An :class:`AdaptiveLimiter` sharing through ``shared``; see the module docs."""
+
+    def __init__(self, *, shared: SharedLimit, **options: Any) -> None:
+        super().__init__(pacer=SharedPacer(shared), **options)
+        self._shared = shared
+
+    def load_state(self) -> RateState:
+        shared = self._shared
+        incoming = shared.take_newer_state()
+        if incoming is not None:
+            adopted = from_shared(incoming, shared)
+            if adopted is not None:
+                super().store_state(adopted)
+                if adopted.phase != OPEN:
+                    self._limited = True  # another process met the limit: pace from now on
+        state = super().load_state()
+        if shared.paused_until > state.paused_until:  # another process's 429
+            state = attrs.evolve(state, paused_until=shared.paused_until)
+            super().store_state(state)
+        return state
+
+    def store_state(self, state: RateState) -> None:
+        shared = self._shared
+        before = super().load_state()
+        super().store_state(state)
+        if state == before:
+            return
+        now = self._clock()
+        if state.paused_until > max(before.paused_until, shared.paused_until, now):
+            shared.pause(state.paused_until - now)  # everyone waits, and drops its slots
+        shared.publish_state(to_shared(state, shared))
+
+    def _accepted(self, now: float, state: RateState) -> Accepted:
+        mine = super()._accepted(now, state)
+        share = self._shared.recent_share  # the server accepted every process's requests
+        return Accepted(
+            tail=round(mine.tail / share),
+            tail_seconds=mine.tail_seconds,
+            cycle=round(mine.cycle / share),
+        )
+
+    @property
+    def shared(self) -> SharedLimit:
+        return self._shared
+
+    @property
+    def shared_status(self) -> str:
+        return self._shared.status
+
+    @property
+    def shared_failures(self) -> int:
+        return self._shared.failures
+
+    async def close(self) -> None:
+        await self._shared.close()
+
+    async def acquire(self) -> float:
+        if not self._limited:
+            self._shared.keep_alive()
+            self.load_state()  # a state or a pause another process pushed
+            if not self._limited and self.load_state().paused_until > self._clock():
+                self._limited = True  # the slow path honours the pause (no pacing: no rate)
+        return await super().acquire()
+
+
+def limiter_for(shared: SharedLimit | None, **options: Any) -> AdaptiveLimiter:
+    """The client's limiter: shared through ``shared`` when given, else the local one."""
+    if shared is None:
+        return AdaptiveLimiter(**options)
+    return SharedAdaptiveLimiter(shared=shared, **options)
+
+
+def shared_limit(
+    url: str | None, api_key: Secret, prefix: str, operation_timeout: float
+) -> SharedLimit | None:
+    """The client's shared limit: at ``url``, else ``$CONVAI_REDIS_URL``, else none (and
+    redis-py is never imported)."""
+    url = url if url is not None else os.environ.get(REDIS_URL_ENV) or None
+    timeout = check.positive("redis_timeout", operation_timeout)
+    if url is None:
+        return None
+    return SharedLimit.from_url(url, api_key.reveal(), prefix=prefix, operation_timeout=timeout)

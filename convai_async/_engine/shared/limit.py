@@ -1,0 +1,379 @@
+"""``SharedLimit``: one API key's pacing, pause and learnt rate, shared through Redis.
+
+Every process using a key reserves its send slots from one GCRA in Redis (a few slots per round
+trip, so most requests do not wait on Redis), honours a pause any of them set after a 429, and
+adopts the controller state any of them published (pauses and states are also pushed over
+pub/sub, so held slots are dropped at once). The in-flight cap and the retry budget stay per
+process (they are the limiter's and the client's).
+
+It fails open (see ``link.py``): while Redis is refused, gone or slow, turns are paced locally
+at the last shared rate divided by the number of live processes. Redis never fails a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ...errors import ValidationError
+from .keys import DEFAULT_PREFIX, SharedKeys, shared_keys
+from .link import CONNECTING, DEFAULT_OPERATION_TIMEOUT, FALLBACK, SHARED, RedisLink
+from .scripts import PAUSE, PUBLISH, RESERVE, read_event, read_published, read_reservation
+
+__all__ = [
+    "CONNECTING",
+    "DEFAULT_BATCH",
+    "DEFAULT_OPERATION_TIMEOUT",
+    "FALLBACK",
+    "SHARED",
+    "SharedLimit",
+]
+
+DEFAULT_BATCH = 4  # most slots reserved per round trip
+BATCH_SECONDS = 0.02  # ...and at most this much of the shared rate
+HEARTBEAT_TTL = 5.0  # a process that reserved nothing for this long no longer counts as live
+STATE_TTL = 86_400.0  # a learnt rate outlives its processes by a day
+SLOT_LEASE = 0.5  # a slot unused this long is dropped
+PREFETCH_AT = 1  # reserve the next slots in the background when this few are left
+HELLO_EVERY = 1.0  # while not pacing: say we are live (and read the clock) this often
+_SHARE_SAMPLES = 512
+_MICROS = 1_000_000
+
+
+class SharedLimit:
+    """The Redis side of a limiter; see the module docs. Make it with ``from_url``."""
+
+    def __init__(
+        self,
+        redis: Any,
+        keys: SharedKeys,
+        *,
+        errors: tuple[type[BaseException], ...],
+        operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+        batch: int = DEFAULT_BATCH,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._keys = keys
+        self._batch = batch
+        self._clock = clock
+        self._id = uuid.uuid4().hex
+        self._link = RedisLink(
+            redis,
+            errors=errors,
+            scripts=(RESERVE, PAUSE, PUBLISH),
+            channel=keys.events,
+            on_event=self._on_event,
+            on_outage=self._on_outage,
+            on_connected=self._on_connected,
+            name=self._id[:8],
+            operation_timeout=operation_timeout,
+            clock=clock,
+        )
+        self._reserve = redis.register_script(RESERVE)
+        self._pause = redis.register_script(PAUSE)
+        self._publish = redis.register_script(PUBLISH)
+        self._slots: collections.deque[float] = collections.deque()
+        self._paused_until = 0.0  # local clock
+        self._offset = 0.0  # Redis time minus local clock
+        self._offset_known = False
+        self._best_rtt = float("inf")
+        self._version = 0
+        self._state: Mapping[str, Any] | None = None  # the newest state we know (ours or adopted)
+        self._incoming: Mapping[str, Any] | None = None  # adopted, not yet taken by the limiter
+        self._live = 1
+        self._own_granted = 0
+        self._recent_share = 1.0
+        self._shares: collections.deque[tuple[float, int, int]] = collections.deque(
+            maxlen=_SHARE_SAMPLES
+        )
+        self._local_tat = 0.0
+        self._refilling: asyncio.Task[None] | None = None
+        self._last_hello = -HELLO_EVERY
+        self.round_trips = 0
+        self.round_trip_seconds = 0.0
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        api_key: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+        batch: int = DEFAULT_BATCH,
+    ) -> SharedLimit:
+        """Checks the URL and prefix and makes the Redis client (it connects on first use)."""
+        if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
+            raise ValidationError("redis_prefix", "must be a non-empty string without spaces")
+        client, error = RedisLink.client_from_url(url, operation_timeout)
+        return cls(
+            client,
+            shared_keys(api_key, prefix),
+            errors=(error,),
+            operation_timeout=operation_timeout,
+            batch=batch,
+        )
+
+    # -- what the limiter and stats read --------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """``"shared"`` while Redis answers, ``"local fallback"`` while it does not, and
+        ``"connecting"`` before it first answered (turns are local meanwhile)."""
+        return self._link.status
+
+    @property
+    def failures(self) -> int:
+        """Redis operations that failed or timed out (each one failed open)."""
+        return self._link.failures
+
+    @property
+    def live_processes(self) -> int:
+        return self._live
+
+    @property
+    def paused_until(self) -> float:
+        """The shared pause as last seen, on the local clock."""
+        return self._paused_until
+
+    def to_shared_time(self, local: float) -> float:
+        return local + self._offset
+
+    def to_local_time(self, shared: float) -> float:
+        return shared - self._offset
+
+    @property
+    def recent_share(self) -> float:
+        """This process's fraction of the slots granted over its last 64 reservations."""
+        return self._recent_share
+
+    def _share_over(self, first: tuple[float, int, int]) -> float:
+        samples = self._shares
+        own = samples[-1][1] - first[1]
+        total = samples[-1][2] - first[2]
+        return 1.0 if own <= 0 or total <= 0 else min(1.0, own / total)
+
+    # -- pacing ---------------------------------------------------------------------------------
+
+    async def wait_turn(self, rate: float | None, burst: int) -> None:
+        """Wait for a send slot: the shared pause, then the shared GCRA at ``rate`` per second
+        (all processes together; None: not paced). One caller at a time (the limiter's lock)."""
+        while True:
+            wait = await self.try_turn(rate, burst, self._clock())
+            if wait <= 0.0:
+                return
+            await asyncio.sleep(wait)
+
+    async def try_turn(self, rate: float | None, burst: int, now: float) -> float:
+        """Take a send slot: 0.0 when taken, else the seconds until one may be (nothing
+        taken). The shape of a ``Pacer`` (issue 12's limiter), so it plugs in as one."""
+        if self._paused_until > now:
+            return self._paused_until - now
+        for _ in range(2):  # what we hold, else one reservation and look again
+            while self._slots and self._slots[0] < now - SLOT_LEASE:
+                self._slots.popleft()
+            if self._slots:
+                if self._slots[0] > now:
+                    return self._slots[0] - now
+                self._slots.popleft()
+                if len(self._slots) <= PREFETCH_AT and self._link.ready:
+                    self._start_refill(rate, burst)  # the next slots arrive before they are due
+                return 0.0
+            link = self._link
+            if not link.ready and not link.fallback and self.round_trips == 0:
+                await link.connect()  # the first turn waits for one connection attempt
+            if not link.ready:
+                link.ensure_connecting()
+                return self._local_turn(rate, burst, now)
+            task = self._start_refill(rate, burst)
+            if task is not None:
+                await asyncio.shield(task)
+            now = self._clock()
+            if self._paused_until > now:
+                return self._paused_until - now
+        return self._local_turn(rate, burst, now)
+
+    def keep_alive(self) -> None:
+        """While this process does not pace (no 429 seen): connect, and now and then reserve
+        nothing, which counts it live and reads Redis's clock, pause and state (in the
+        background: pushed pauses and states can then be read)."""
+        link = self._link
+        if not link.ready:
+            if not link.fallback:
+                link.ensure_connecting()
+            return
+        now = self._clock()
+        busy = self._refilling is not None and not self._refilling.done()
+        if now - self._last_hello >= HELLO_EVERY and not busy:
+            self._last_hello = now
+            self._refilling = link.spawn(self._refill(None, 1, want=0))
+
+    def _start_refill(self, rate: float | None, burst: int) -> asyncio.Task[None] | None:
+        """One reservation at a time: the one in flight, else a new one."""
+        if self._refilling is None or self._refilling.done():
+            self._refilling = self._link.spawn(self._refill(rate, burst))
+        return self._refilling
+
+    async def _refill(self, rate: float | None, burst: int, want: int | None = None) -> None:
+        if want is None:
+            want = (
+                self._batch if rate is None else max(1, min(self._batch, int(rate * BATCH_SECONDS)))
+            )
+        args = [
+            rate or 0,
+            burst,
+            want,
+            self._id,
+            int(HEARTBEAT_TTL * _MICROS),
+            self._version,
+        ]
+        started = self._clock()
+        reply = await self._link.run(self._reserve, self._keys.all(), args)
+        if reply is None:
+            return  # not ready now: the next pass of wait_turn goes by the local pace
+        ended = self._clock()
+        reservation = read_reservation(reply)
+        self._note_round_trip(reservation.now, started, ended)
+        self._live = reservation.live
+        self._note_version(reservation.version, reservation.state)
+        if want:
+            self._own_granted += reservation.granted
+            self._shares.append((ended, self._own_granted, reservation.granted_total))
+            self._recent_share = self._share_over(self._shares[max(0, len(self._shares) - 64)])
+        if reservation.paused_until:
+            local_until = self.to_local_time(reservation.paused_until)
+            self._paused_until = max(self._paused_until, local_until)
+        slots = [self.to_local_time(slot) for slot in reservation.slots()]
+        self._slots.extend(slots)
+
+    def _local_turn(self, rate: float | None, burst: int, now: float) -> float:
+        """While Redis is away: this process's share of the last shared rate, paced locally
+        (0.0 when a slot is taken now, else the wait)."""
+        if rate is None:
+            return 0.0
+        interval = self._live / rate
+        send_at = self._local_tat - (burst - 1) * interval
+        if send_at > now:
+            return send_at - now
+        self._local_tat = max(self._local_tat, now) + interval
+        return 0.0
+
+    def _note_round_trip(self, redis_now: float, started: float, ended: float) -> None:
+        rtt = ended - started
+        self.round_trips += 1
+        self.round_trip_seconds += rtt
+        # the fastest round trip bounds the offset's error best; refresh it now and then
+        if rtt <= self._best_rtt * 1.5 or self.round_trips % 256 == 0:
+            self._best_rtt = min(self._best_rtt, rtt) if self.round_trips % 256 else rtt
+            self._offset = redis_now - (started + ended) / 2
+            self._offset_known = True
+
+    # -- the shared pause -----------------------------------------------------------------------
+
+    def pause(self, seconds: float) -> None:
+        """Pause every process for ``seconds`` (after a 429); our held slots predate it."""
+        self._slots.clear()
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self._link.spawn(self._publish_pause(seconds))
+
+    async def _publish_pause(self, seconds: float) -> None:
+        if not self._link.ready:
+            await self._link.connect()
+        started = self._clock()
+        args = [int(seconds * _MICROS), self._keys.events]
+        reply = await self._link.run(self._pause, [self._keys.pause], args)
+        if reply is not None:  # another process's longer pause may already be in force
+            self._note_round_trip(int(reply[0]) / _MICROS, started, self._clock())
+            until = self.to_local_time(int(reply[1]) / _MICROS)
+            self._paused_until = max(self._paused_until, until)
+
+    # -- the learnt state -----------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def publish_state(self, state: Mapping[str, Any]) -> None:
+        """Offer the controller's new state to every process (compare-and-set on the version
+        it was computed from; when another process was first, theirs is adopted)."""
+        if self._offset_known:  # else its times are not yet in Redis time: keep it local
+            self._state = state
+            self._link.spawn(self._publish_state(self._version, state))
+
+    def take_newer_state(self) -> Mapping[str, Any] | None:
+        """A state another process published since the last call, or None."""
+        if not self._offset_known:
+            return None  # its times are in Redis time, which we cannot read yet
+        state, self._incoming = self._incoming, None
+        return state
+
+    async def _publish_state(self, based_on: int, state: Mapping[str, Any]) -> None:
+        if not self._link.ready:
+            await self._link.connect()
+        blob = json.dumps(state, separators=(",", ":"))
+        args = [based_on, blob, int(STATE_TTL * 1000), self._keys.events]
+        reply = await self._link.run(self._publish, [self._keys.state], args)
+        if reply is None:
+            return
+        published = read_published(reply)
+        if published.stored:
+            self._version = max(self._version, published.version)
+        else:
+            self._note_version(published.version, published.state)
+
+    def _note_version(self, version: int, state: Mapping[str, Any] | None) -> None:
+        if version > self._version and state is not None:
+            self._version, self._state, self._incoming = version, state, state
+        elif version < self._version and self._state is not None:
+            # Redis lost the state (restarted): offer ours again
+            self._version = version
+            self._link.spawn(self._publish_state(version, self._state))
+
+    # -- the link's callbacks -------------------------------------------------------------------
+
+    def _on_event(self, data: Any) -> None:
+        """A pause or state another process pushed, applied as it comes (so the slots we hold
+        are dropped at once when everyone is told to wait)."""
+        event = read_event(data)
+        if event is None:
+            return
+        if event.paused_until is not None:
+            if not self._offset_known:
+                return  # its time cannot be read before our first round trip; RESERVE tells
+            until = self.to_local_time(event.paused_until)
+            if until > self._paused_until:
+                self._paused_until = until
+                self._slots.clear()
+        elif event.state is not None:
+            self._note_version(event.version, event.state)
+
+    def _on_outage(self) -> str:
+        self._slots.clear()
+        self._local_tat = self._clock()
+        return f"a local limiter at 1/{self._live} of the shared rate"
+
+    def _on_connected(self) -> None:
+        self._last_hello = -HELLO_EVERY
+        self.keep_alive()
+        if self._state is not None:  # learnt while away (or lost by a restarted Redis)
+            self._link.spawn(self._publish_state(self._version, self._state))
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    async def connect(self) -> bool:
+        """Connect now, waiting for one attempt (the first turn does this); True when shared."""
+        return await self._link.connect()
+
+    async def drain(self) -> None:
+        """Wait for the background publishes (pause, state) started so far."""
+        await self._link.drain()
+
+    async def close(self) -> None:
+        """Leave the live set (best effort) and close the connection pool. Idempotent."""
+        redis = self._link.redis
+        await self._link.close(lambda: redis.zrem(self._keys.live, self._id))

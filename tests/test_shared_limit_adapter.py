@@ -1,0 +1,104 @@
+"""Issue 12's limiter sharing through a real redis-server: one limiter's 429 is every limiter's
+learnt state and pause (times in Redis time), and a limiter that met no 429 stays off Redis's
+common path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from convai_async._engine.controller import OPEN, STEADY, RateState
+from convai_async._engine.shared import SharedAdaptiveLimiter, SharedLimit, shared_keys
+from convai_async._engine.shared.adapter import from_shared, to_shared
+
+from .redis_server import RedisServer, running_redis
+
+KEY = "canary-convai-key-adapter"
+GUARD = 60.0  # hang guard only
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+async def limiters(redis_server: RedisServer) -> AsyncIterator[list[SharedAdaptiveLimiter]]:
+    made: list[SharedAdaptiveLimiter] = []
+    yield made
+    for limiter in made:
+        await limiter.close()
+
+
+def make(server: RedisServer, made: list[SharedAdaptiveLimiter]) -> SharedAdaptiveLimiter:
+    shared = SharedLimit.from_url(server.url, KEY, operation_timeout=2.0)
+    limiter = SharedAdaptiveLimiter(shared=shared, max_concurrency=4)
+    made.append(limiter)
+    return limiter
+
+
+async def until(condition: Any, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + GUARD
+    while not condition():
+        assert loop.time() < give_up, f"hang guard: {what}"
+        await asyncio.sleep(0.005)
+
+
+async def test_states_travel_in_redis_time(
+    redis_server: RedisServer, limiters: list[SharedAdaptiveLimiter]
+) -> None:
+    shared = make(redis_server, limiters).shared
+    shared._offset = 1000.0  # Redis's clock 1000 s ahead of ours
+    state = RateState(phase=STEADY, base=90.0, good=100.0, epoch_started=5.0, paused_until=7.0)
+    stored = to_shared(state, shared)
+    assert (stored["epoch_started"], stored["paused_until"], stored["reacted_at"]) == (
+        1005.0,
+        1007.0,
+        None,
+    )
+    assert from_shared(json.loads(json.dumps(stored)), shared) == state
+    assert from_shared({"phase": "steady"}, shared) is None  # not a state: ignored
+
+
+async def test_one_limiters_429_is_every_limiters_state_and_pause(
+    redis_server: RedisServer, limiters: list[SharedAdaptiveLimiter]
+) -> None:
+    first, second = make(redis_server, limiters), make(redis_server, limiters)
+    for limiter in (first, second):  # no 429 yet: no pacing, Redis only heard in the background
+        sent = await limiter.acquire()
+        limiter.on_success()
+        limiter.release()
+        assert limiter.phase == OPEN
+        assert limiter.shared.paused_until == 0.0
+    await until(
+        lambda: first.shared.round_trips and second.shared.round_trips,
+        "the round trip each makes on connecting (reserving nothing)",
+    )
+    assert first.shared.live_processes + second.shared.live_processes >= 3  # both counted live
+    sent = await first.acquire()
+    first.on_rate_limited(retry_after=30.0, sent_at=sent)
+    first.release()
+    await first.shared.drain()
+    # pushed to the other: it adopts the learnt state and the pause, and paces from now on
+    await until(lambda: second.shared.version >= 1, "the state pushed to the other limiter")
+    assert second.phase != OPEN
+    assert second.load_state().phase == first.load_state().phase
+    assert second.paused_for > 20.0  # 30 s, less the time this test took
+    assert await second.shared.try_turn(100.0, 1, second._clock()) > 20.0
+    assert second.effective_rate is not None  # limited: its turns come from the shared GCRA
+    # what Redis holds is in Redis time, and it is the state both limiters hold
+    raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        stored = json.loads(await raw.hget(shared_keys(KEY).state, "state"))
+        seconds, micros = await raw.time()
+    finally:
+        await raw.aclose()
+    assert stored["phase"] == first.phase
+    assert stored["paused_until"] - (seconds + micros / 1e6) > 20.0
