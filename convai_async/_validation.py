@@ -9,6 +9,7 @@ Numbers: any real number is accepted (int, float, ``Decimal``, ``Fraction``, num
 from __future__ import annotations
 
 import decimal
+import ipaddress
 import math
 import numbers
 import re
@@ -155,3 +156,30 @@ def whole(field: str, value: Any, *, minimum: int, maximum: int | None = None) -
     if maximum is not None and number > maximum:
         raise ValidationError(field, f"must be at most {maximum}, got {_shown(number)}")
     return number
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_base_url(field: str, value: Any, allow_insecure_http: bool) -> str:
+    """The API's base URL: http(s); plain http only to loopback unless explicitly allowed
+    (the key would travel in clear). Returned without a trailing slash."""
+    url = http_url(field, value)
+    parts = urlsplit(url)
+    if (
+        parts.scheme == "http"
+        and not allow_insecure_http
+        and not _is_loopback(parts.hostname or "")
+    ):
+        raise ValidationError(
+            field,
+            "plain http:// to a non-loopback host would send the API key in clear; "
+            "use https:// or pass allow_insecure_http=True",
+        )
+    return url.rstrip("/")

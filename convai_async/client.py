@@ -8,12 +8,10 @@ them together from its arguments and hands out ``characters`` and ``llm_models``
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from attrs import evolve
@@ -101,28 +99,6 @@ def _checked_retry(policy: Any) -> RetryPolicy:
     )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _checked_base_url(base_url: Any, allow_insecure_http: bool) -> str:
-    url = check.http_url("base_url", base_url)
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(host):
-        raise ValidationError(
-            "base_url",
-            "plain http:// to a non-loopback host would send the API key in clear; "
-            "use https:// or pass allow_insecure_http=True",
-        )
-    return url.rstrip("/")
-
-
 class ConvaiClient:
     """An asyncio client for Convai's character-settings and custom-LLM APIs.
 
@@ -166,7 +142,7 @@ class ConvaiClient:
     ) -> None:
         key = _api_key_from(api_key)
         del api_key  # from here on only the Secret: a traceback's locals never show the key
-        self._base_url = _checked_base_url(base_url, allow_insecure_http)
+        self._base_url = check.api_base_url("base_url", base_url, allow_insecure_http)
         timeout_s = check.seconds("timeout", timeout)
         retry = _checked_retry(retry)
         if max_retries is not None:
