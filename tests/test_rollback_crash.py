@@ -32,6 +32,10 @@ CHILD = textwrap.dedent(
     """
     import asyncio, json, resource, signal, sys
     from convai_async import ConvaiClient
+
+    # Ctrl-C raises KeyboardInterrupt, as at a terminal, even when the test runner itself was
+    # started with SIGINT ignored (nohup, a background job, some CI runners): children inherit that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from convai_async.bulk.format import encode
     from convai_async.bulk.migration import _plan_lines
 
