@@ -107,6 +107,7 @@ def test_patience_runs_out_after_429s_only_and_a_success_resets_it() -> None:
             limiter.on_rate_limited(3.0, sent_at)
 
     elapsed, error = run_virtual(scenario)
+    # virtual time (run_virtual): exact, whatever the machine's load
     assert 10.0 <= elapsed <= 10.0 + 3.0  # patience, then at most one more pause or turn
     assert isinstance(error, RateLimitError)
     assert error.retry_after is None

@@ -227,4 +227,4 @@ def test_endless_429s_end_every_item_with_patience_error() -> None:
     assert run.applied == 0
     assert len(run.failures) == 200
     assert all(isinstance(error, RateLimitPatienceError) for error in run.failures)
-    assert 10.0 <= run.elapsed <= 15.0
+    assert 10.0 <= run.elapsed <= 15.0  # virtual time: exact, whatever the machine's load
