@@ -109,7 +109,9 @@ def test_the_limiter_holds_sends_beyond_the_window_until_one_returns() -> None:
 
         await round_of(8)  # the first 429 is counted before there is evidence: a rate, at first
         assert limiter.effective_concurrency == 8
-        await round_of(5)
+        await round_of(8)
+        assert limiter.effective_concurrency == 8  # not yet MIN_EVIDENCE refusals above 3
+        await round_of(8)  # evidence enough now: refused only above level 3
         assert limiter.effective_concurrency == 3
         held = [await limiter.acquire() for _ in range(3)]
         fourth = asyncio.ensure_future(limiter.acquire())

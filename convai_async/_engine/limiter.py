@@ -290,7 +290,13 @@ class AdaptiveLimiter:
             # rate has nothing to learn from it (the pause still holds everyone back).
             self._window_epoch = now
             if self._window.confirmed and state.phase != OPEN:
-                self.store_state(evolve(state, paused_until=max(state.paused_until, now + pause)))
+                # The rate learnt from this cap's 429s was the cap's doing: never below what
+                # the window lets by.
+                capacity = self._window.capacity or 0.0
+                good = max(state.good, capacity)
+                base = state.base if good == state.good else good
+                paused_until = max(state.paused_until, now + pause)
+                self.store_state(evolve(state, good=good, base=base, paused_until=paused_until))
                 return
         elif sent_at < self._window_epoch:  # the cap reacted to, seen late: only its pause
             if retry_after is not None and now + pause > state.paused_until:

@@ -22,6 +22,8 @@ No clock and no asyncio: the limiter passes the times and does the waiting.
 
 from __future__ import annotations
 
+import collections
+
 __all__ = ["SendWindow"]
 
 MIN_PLATEAU = 2.0  # seconds the window holds after a cap is found
@@ -29,8 +31,8 @@ MAX_PLATEAU = 16.0
 PROBE_COST = 4.0  # seconds of plateau per second of pause a probe may cost
 SMOOTHING = 0.1  # of each new latency in the moving average
 LOW = 0.1  # at most this share refused at or under a cap
-HIGH = 0.5  # at least this share refused above it
-MIN_EVIDENCE = 4.0  # refusals above a cap before it is believed
+HIGH = 0.75  # at least this share refused above it
+MIN_EVIDENCE = 6.0  # refusals above a cap before it is believed
 MAX_LEVELS = 4096  # sends remembered; answers never given (timeouts) are forgotten at this size
 
 
@@ -44,6 +46,7 @@ class SendWindow:
         "_max",
         "_ok",
         "_plateau",
+        "_refusals",
         "_refused",
         "confirmed",
         "latency",
@@ -55,6 +58,7 @@ class SendWindow:
         self.size = float(max_concurrency)
         self.latency: float | None = None  # moving average, seconds from send to success
         self._levels: dict[float, list[int]] = {}  # send time -> levels sent at that time
+        self._refusals: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
         self._ok = [0.0] * (max_concurrency + 1)  # successes per level, fading
         self._refused = [0.0] * (max_concurrency + 1)
         self._hold_until = 0.0
@@ -118,8 +122,9 @@ class SendWindow:
         return True
 
     def _find_cap(self) -> int:
-        """The level L the answers split at best (at most ``LOW`` refused at L or under, at
-        least ``HIGH`` above; of those, the widest gap between the two shares), or 0."""
+        """The level L the answers split at best (at most ``LOW`` refused at L, and at L or
+        under, at least ``HIGH`` above; of those, the widest gap between the two shares), or
+        0."""
         ok, refused = self._ok, self._refused
         ok_above, refused_above = sum(ok), sum(refused)
         ok_under = refused_under = 0.0
@@ -133,7 +138,13 @@ class SendWindow:
                 continue
             share_under = refused_under / (ok_under + refused_under)
             share_above = refused_above / (ok_above + refused_above)
-            if share_under <= LOW and share_above >= HIGH and share_above - share_under > best:
+            top_clean = refused[level] <= LOW * (ok[level] + refused[level])  # the window's top
+            if (
+                top_clean
+                and share_under <= LOW
+                and share_above >= HIGH
+                and share_above - share_under > best
+            ):
                 found, best = level, share_above - share_under
         return found
 
@@ -158,4 +169,13 @@ class SendWindow:
         level = same_time.pop()
         if not same_time:
             del self._levels[sent_at]
-        return min(level, self._max)
+        # Requests in flight when this one was sent but refused since did not hold a place
+        # at the server: they do not count in its level.
+        for answered_at, refused_sent_at in reversed(self._refusals):
+            if answered_at <= sent_at:
+                break
+            if refused_sent_at < sent_at:
+                level -= 1
+        if not ok:
+            self._refusals.append((now, sent_at))
+        return max(1, min(level, self._max))
