@@ -17,12 +17,12 @@ the gap between the two.
   still being paid, not a rate: the slow start begins again after the pause.
 * ``steady``: after a paced 429, the new last good rate ``good`` lies between the rate refused
   (an upper bound: pacing steadily above any counting limiter's rate ends in a 429) and the
-  best **floor** known (a lower bound): the rate paced for ``HOLD`` seconds without a 429, what
-  the whole last cycle was accepted at with its pause (a refilled bucket or a fresh window
-  cannot give more than the pause refilled), or the previous floor unless refused at. It is
-  their geometric middle, at most ``CEILING`` and at least ``DEEP`` times the rate refused, so
-  a far overshoot (a slow start through a fresh window's quota) is undone in a few 429s and a
-  near one costs a few percent. Pacing restarts at ``BACKOFF`` x ``good`` and climbs back
+  best **floor** known (a lower bound): what was accepted per second over the last ``HOLD``
+  seconds or more, what the whole last cycle was accepted at with its pause (a refilled bucket
+  or a fresh window cannot give more than the pause refilled), or the previous floor (at most
+  ``BACKOFF`` x the rate refused). It is their geometric middle, at most ``CEILING`` and at
+  least ``DEEP`` times the rate refused, so a far overshoot (a slow start through a fresh
+  window's quota) is undone in a few 429s and a near one costs a few percent. Pacing restarts at ``BACKOFF`` x ``good`` and climbs back
   towards ``good`` along a CUBIC curve, levelling off after ``plateau`` seconds; past that it
   probes beyond ``good``, slowly at first and then fast (a freed limit is found in seconds). A
   429 that confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a known
@@ -207,11 +207,10 @@ def _floor(state: RateState, accepted: Accepted, refused_at: float, cycle_rate: 
     """The best rate known to be under the limit, after a 429 at ``refused_at``: what was
     accepted per second over the last ``HOLD`` seconds or more of sending (all of it, before
     this first 429 of the epoch: sent, not merely allowed), what the last whole cycle (pause
-    included) was accepted at, or the previous floor unless this 429 came at or under it."""
+    included) was accepted at, or the previous floor (at most ``BACKOFF`` x ``refused_at``)."""
     held = accepted.tail / accepted.tail_seconds if accepted.tail_seconds >= HOLD else 0.0
-    candidates = [held, cycle_rate]
-    if state.floor < refused_at:
-        candidates.append(state.floor)
+    # A floor refused at was a little high (or the room shrank): it still bounds the fall.
+    candidates = [held, cycle_rate, min(state.floor, BACKOFF * refused_at)]
     return min(max(candidates), CEILING * refused_at)
 
 
