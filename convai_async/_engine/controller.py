@@ -15,22 +15,22 @@ the gap between the two.
   counting the pause), doubling every ``SLOW_START_DOUBLING`` seconds until the next 429. A
   429 with Retry-After before the slow start has sent ``MIN_SENDS`` is the first burst's debt
   still being paid, not a rate: the slow start begins again after the pause.
-* ``steady``: after a paced 429, the new last good rate ``good`` lies between the rate refused
-  (an upper bound: pacing steadily above any counting limiter's rate ends in a 429) and the
-  best **floor** known (a lower bound): what was accepted per second over the last ``HOLD``
-  seconds or more, what the whole last cycle was accepted at with its pause (a refilled bucket
-  or a fresh window cannot give more than the pause refilled), or the previous floor (at most
-  ``BACKOFF`` x the rate refused). It is their geometric middle, at most ``CEILING`` and at
-  least ``DEEP`` times the rate refused, so a far overshoot (a slow start through a fresh
-  window's quota) is undone in a few 429s and a near one costs a few percent. Pacing restarts at ``BACKOFF`` x ``good`` and climbs back
-  towards ``good`` along a CUBIC curve, levelling off after ``plateau`` seconds; past that it
-  probes beyond ``good``, slowly at first and then fast (a freed limit is found in seconds). A
-  429 that confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a known
-  limit is probed ever more rarely, and the plateau is never shorter than ``PROBE_COST`` times
-  the pause a probe's 429 costs (a whole-second Retry-After makes probing dear). A whole
-  window's quota counted over a long window is exact: its plateau is ``MAX_PLATEAU`` at once. A
-  429 when nothing was accepted since sending resumed (the quota is not back yet) teaches
-  nothing about the rate: the last good rate stands.
+* ``steady``: after a paced 429, the new last good rate ``good`` lies between the rate refused (an
+  upper bound: pacing steadily above any counting limiter's rate ends in a 429) and the best
+  **floor** known (a lower bound): what was accepted per second over the last ``HOLD`` seconds or
+  more, what the whole last cycle was accepted at with its pause (a refilled bucket or a fresh
+  window cannot give more than the pause refilled), or the previous floor (at most ``BACKOFF`` x the
+  rate refused). It is their geometric middle, at most ``CEILING`` and at least ``DEEP`` times the
+  rate refused, so a far overshoot (a slow start through a fresh window's quota) is undone in a few
+  429s and a near one costs a few percent. Pacing restarts at ``BACKOFF`` x ``good`` and climbs back
+  towards ``good`` along a CUBIC curve, levelling off after ``plateau`` seconds; past that it probes
+  beyond ``good``, slowly at first and then fast (a freed limit is found in seconds). A 429 that
+  confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a known limit is probed
+  ever more rarely, and the plateau is never shorter than ``PROBE_COST`` times the pause a probe's
+  429 costs (a whole-second Retry-After makes probing dear). A whole window's quota counted over a
+  long window is exact: its plateau is ``MAX_PLATEAU`` at once. A 429 when nothing was accepted
+  since sending resumed (the quota is not back yet) teaches nothing about the rate: the last good
+  rate stands.
 
 A 429 counts once per epoch (an epoch begins when sending resumes after a reaction): refusals
 of requests sent earlier are the same overload seen late.
