@@ -38,7 +38,7 @@ from typing import Protocol
 from attrs import evolve
 
 from ..errors import RateLimitPatienceError
-from .controller import OPEN, Accepted, RateState, on_rate_limited, on_success, rate_at
+from .controller import OPEN, STEADY, Accepted, RateState, on_rate_limited, on_success, rate_at
 from .window import SendWindow
 
 __all__ = ["DEFAULT_RATE_LIMIT_PATIENCE", "AdaptiveLimiter", "LocalBucket", "Pacer"]
@@ -290,13 +290,13 @@ class AdaptiveLimiter:
             # rate has nothing to learn from it (the pause still holds everyone back).
             self._window_epoch = now
             if self._window.confirmed and state.phase != OPEN:
-                # The rate learnt from this cap's 429s was the cap's doing: never below what
-                # the window lets by.
-                capacity = self._window.capacity or 0.0
-                good = max(state.good, capacity)
-                base = state.base if good == state.good else good
+                # The rate learnt from this cap's 429s was the cap's doing: in steady pacing,
+                # never below what the window lets by.
                 paused_until = max(state.paused_until, now + pause)
-                self.store_state(evolve(state, good=good, base=base, paused_until=paused_until))
+                capacity = self._window.capacity
+                if state.phase == STEADY and capacity is not None and capacity > state.good:
+                    state = evolve(state, good=capacity, base=capacity)
+                self.store_state(evolve(state, paused_until=paused_until))
                 return
         elif sent_at < self._window_epoch:  # the cap reacted to, seen late: only its pause
             if retry_after is not None and now + pause > state.paused_until:
