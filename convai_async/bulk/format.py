@@ -50,9 +50,11 @@ __all__ = [
     "Values",
     "decode",
     "encode",
+    "intent_line",
     "make_converter",
     "new_header",
     "now",
+    "outcome_line",
 ]
 
 FORMAT_NAME = "convai-async-journal"
@@ -241,12 +243,12 @@ def _number(value: Any) -> str:
 def _values(values: Any) -> str:
     if type(values) is not Values:
         raise TypeError(type(values).__name__)
-    parts = []
-    if values.model is not None:
-        parts.append('"model":' + _string(values.model))
-    if values.temperature is not None:
-        parts.append('"temperature":' + _number(values.temperature))
-    return "{" + ",".join(parts) + "}"
+    model, temperature = values.model, values.temperature
+    if temperature is None:
+        return "{}" if model is None else '{"model":' + _string(model) + "}"
+    if model is None:
+        return '{"temperature":' + _number(temperature) + "}"
+    return '{"model":' + _string(model) + ',"temperature":' + _number(temperature) + "}"
 
 
 def _text(value: Any) -> str:
@@ -268,6 +270,13 @@ _WRITERS: dict[str, Callable[[Any], str]] = {
     "bool": _flag,
     "Values": _values,
 }
+# The usual types written inline (no call); anything else goes through the writer, which raises
+# TypeError for a value the converter would write otherwise (then the general path writes it).
+_INLINE = {
+    "int": "(int_repr({v}) if type({v}) is int else {w}({v}))",
+    "str": "(string({v}) if type({v}) is str else {w}({v}))",
+    "bool": "(true if {v} is True else false if {v} is False else {w}({v}))",
+}
 
 
 def _type_name(annotation: Any) -> str:
@@ -278,34 +287,65 @@ def _type_name(annotation: Any) -> str:
     return str((args[0] if args else annotation).__name__)
 
 
-def _compiled(cls: type[Any]) -> Callable[[Any], str]:
-    """An encoder for ``cls`` that writes what the converter would (same names, ``k`` first,
-    fields at their default omitted), generated once as cattrs generates its hooks."""
-    names: dict[str, Any] = {"NOTHING": attrs.NOTHING}
-    kind = attrs.fields(cls).k.default
-    head = '{"k":' + _string(kind)
-    body = [f"def encode_{cls.__name__}(line):", f"    parts = [{head!r}]"]
-    for field in attrs.fields(cls):
-        if field.name == "k":
-            continue
-        writer = f"write_{field.name}"
-        names[writer] = _WRITERS[_type_name(field.type)]
-        key = repr('"' + field.name + '":')
-        add = f"parts.append({key} + {writer}(line.{field.name}))"
+def _literal(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _compiled(cls: type[Any]) -> Callable[..., bytes]:
+    """An encoder taking ``cls``'s fields as arguments and writing the line the converter would
+    (same names, ``k`` first, fields at their default omitted, newline-terminated), generated
+    once from the attrs fields as cattrs generates its hooks: one f-string, no call for the
+    usual types. A value of another type is written by the general path."""
+    names: dict[str, Any] = {
+        "int_repr": int.__repr__,
+        "string": _string,
+        "cls": cls,
+        "general": lambda line: (_generic(line) + "\n").encode(),
+        "true": "true",
+        "false": "false",
+        "empty": "",
+    }
+    fields = [field for field in attrs.fields(cls) if field.name != "k"]
+    params, parts = [], [_literal('{"k":' + _string(attrs.fields(cls).k.default))]
+    for field in fields:
+        name, kind = field.name, _type_name(field.type)
+        names[f"write_{name}"] = _WRITERS[kind]
+        value = _INLINE.get(kind, "{w}({v})").format(v=name, w=f"write_{name}")
         if field.default is attrs.NOTHING:
-            body.append(f"    {add}")
+            params.append(name)
+            parts.append(_literal(',"' + name + '":') + "{" + value + "}")
         else:
-            names[f"default_{field.name}"] = field.default
-            body.append(f"    if line.{field.name} != default_{field.name}:")
-            body.append(f"        {add}")
-    body.append('    return ",".join(parts) + "}"')
-    exec("\n".join(body), names)  # noqa: S102 - our own generated source, as cattrs does
-    encoder: Callable[[Any], str] = names[f"encode_{cls.__name__}"]
+            key = f"key_{name}"  # a name, not a literal: no quote inside an f-string expression
+            names[key] = ',"' + name + '":'
+            names[f"default_{name}"] = field.default
+            params.append(f"{name}=default_{name}")
+            test = f"{name} is not None" if field.default is None else f"{name} != default_{name}"
+            parts.append("{(" + key + " + " + value + f") if {test} else empty" + "}")
+    arguments = ", ".join(field.name for field in fields)
+    source = "\n".join(
+        [
+            f"def line_{cls.__name__}({', '.join(params)}):",
+            "    try:",
+            "        return f'" + "".join(parts) + "}}\\n'.encode()",
+            "    except TypeError:",
+            "        pass",
+            f"    return general(cls({arguments}))",
+        ]
+    )
+    exec(source, names)  # noqa: S102 - our own generated source, as cattrs does
+    encoder: Callable[..., bytes] = names[f"line_{cls.__name__}"]
     return encoder
 
 
-_FAST: dict[type[Any], Callable[[Any], str]] = {
-    cls: _compiled(cls) for cls in (Intent, Outcome, PlanLine)
+# The runner writes intents and outcomes from their fields, without building the line objects.
+intent_line: Callable[..., bytes] = _compiled(Intent)
+outcome_line: Callable[..., bytes] = _compiled(Outcome)
+_plan_line = _compiled(PlanLine)
+
+_FAST: dict[type[Any], Callable[[Any], bytes]] = {
+    Intent: lambda line: intent_line(line.i, line.c, line.set, line.was),
+    Outcome: lambda line: outcome_line(line.i, line.s, line.sent, line.attempts, line.error),
+    PlanLine: lambda line: _plan_line(line.i, line.c, line.was, line.set),
 }
 
 
@@ -314,10 +354,7 @@ def encode(line: Line) -> bytes:
     the frequent kinds go through an encoder compiled once from the same attrs fields)."""
     fast = _FAST.get(type(line))
     if fast is not None:
-        try:
-            return (fast(line) + "\n").encode()
-        except TypeError:
-            pass  # an unusual value (a subclass, an int for a float): the general path
+        return fast(line)
     return (_generic(line) + "\n").encode()
 
 
