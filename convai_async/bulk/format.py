@@ -22,10 +22,8 @@ Nothing in a line comes from a request's headers: the journal never holds a secr
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -49,12 +47,10 @@ __all__ = [
     "RollbackOf",
     "Values",
     "decode",
-    "encode",
-    "intent_line",
+    "generic_line",
     "make_converter",
     "new_header",
     "now",
-    "outcome_line",
 ]
 
 FORMAT_NAME = "convai-async-journal"
@@ -221,141 +217,11 @@ _converter = make_converter()
 _unstructure_fns = {cls: _converter.get_unstructure_hook(cls) for cls in _KINDS.values()}
 
 
-def _generic(line: Line) -> str:
+def generic_line(line: Line) -> str:
+    """A line as the converter writes it (``k`` first), without its newline."""
     data = _unstructure_fns[type(line)](line)
     data = {"k": data.pop("k"), **data}
     return json.dumps(data, separators=(",", ":"), allow_nan=False)
-
-
-# -- the hot path: intents, outcomes and plan lines, compiled once from the attrs fields ---------
-
-_string = json.encoder.encode_basestring_ascii  # as json.dumps writes strings
-
-
-def _number(value: Any) -> str:
-    if type(value) is float and math.isfinite(value):
-        return float.__repr__(value)  # what json.dumps writes for a float
-    if type(value) is int:
-        return int.__repr__(value)
-    raise TypeError(type(value).__name__)
-
-
-def _values(values: Any) -> str:
-    if type(values) is not Values:
-        raise TypeError(type(values).__name__)
-    model, temperature = values.model, values.temperature
-    if temperature is None:
-        return "{}" if model is None else '{"model":' + _string(model) + "}"
-    if model is None:
-        return '{"temperature":' + _number(temperature) + "}"
-    return '{"model":' + _string(model) + ',"temperature":' + _number(temperature) + "}"
-
-
-def _text(value: Any) -> str:
-    if type(value) is not str:
-        raise TypeError(type(value).__name__)
-    return str(_string(value))
-
-
-def _flag(value: Any) -> str:
-    if type(value) is not bool:
-        raise TypeError(type(value).__name__)
-    return "true" if value else "false"
-
-
-_WRITERS: dict[str, Callable[[Any], str]] = {
-    "int": _number,
-    "float": _number,
-    "str": _text,
-    "bool": _flag,
-    "Values": _values,
-}
-# The usual types written inline (no call); anything else goes through the writer, which raises
-# TypeError for a value the converter would write otherwise (then the general path writes it).
-_INLINE = {
-    "int": "(int_repr({v}) if type({v}) is int else {w}({v}))",
-    "str": "(string({v}) if type({v}) is str else {w}({v}))",
-    "bool": "(true if {v} is True else false if {v} is False else {w}({v}))",
-}
-
-
-def _type_name(annotation: Any) -> str:
-    """``int``, ``Values``... for an annotation given as a string or resolved ("X | None": X)."""
-    if isinstance(annotation, str):
-        return annotation.removesuffix(" | None")
-    args = [arg for arg in getattr(annotation, "__args__", ()) if arg is not type(None)]
-    return str((args[0] if args else annotation).__name__)
-
-
-def _literal(text: str) -> str:
-    return text.replace("{", "{{").replace("}", "}}")
-
-
-def _compiled(cls: type[Any]) -> Callable[..., bytes]:
-    """An encoder taking ``cls``'s fields as arguments and writing the line the converter would
-    (same names, ``k`` first, fields at their default omitted, newline-terminated), generated
-    once from the attrs fields as cattrs generates its hooks: one f-string, no call for the
-    usual types. A value of another type is written by the general path."""
-    names: dict[str, Any] = {
-        "int_repr": int.__repr__,
-        "string": _string,
-        "cls": cls,
-        "general": lambda line: (_generic(line) + "\n").encode(),
-        "true": "true",
-        "false": "false",
-        "empty": "",
-    }
-    fields = [field for field in attrs.fields(cls) if field.name != "k"]
-    params, parts = [], [_literal('{"k":' + _string(attrs.fields(cls).k.default))]
-    for field in fields:
-        name, kind = field.name, _type_name(field.type)
-        names[f"write_{name}"] = _WRITERS[kind]
-        value = _INLINE.get(kind, "{w}({v})").format(v=name, w=f"write_{name}")
-        if field.default is attrs.NOTHING:
-            params.append(name)
-            parts.append(_literal(',"' + name + '":') + "{" + value + "}")
-        else:
-            key = f"key_{name}"  # a name, not a literal: no quote inside an f-string expression
-            names[key] = ',"' + name + '":'
-            names[f"default_{name}"] = field.default
-            params.append(f"{name}=default_{name}")
-            test = f"{name} is not None" if field.default is None else f"{name} != default_{name}"
-            parts.append("{(" + key + " + " + value + f") if {test} else empty" + "}")
-    arguments = ", ".join(field.name for field in fields)
-    source = "\n".join(
-        [
-            f"def line_{cls.__name__}({', '.join(params)}):",
-            "    try:",
-            "        return f'" + "".join(parts) + "}}\\n'.encode()",
-            "    except TypeError:",
-            "        pass",
-            f"    return general(cls({arguments}))",
-        ]
-    )
-    exec(source, names)  # noqa: S102 - our own generated source, as cattrs does
-    encoder: Callable[..., bytes] = names[f"line_{cls.__name__}"]
-    return encoder
-
-
-# The runner writes intents and outcomes from their fields, without building the line objects.
-intent_line: Callable[..., bytes] = _compiled(Intent)
-outcome_line: Callable[..., bytes] = _compiled(Outcome)
-_plan_line = _compiled(PlanLine)
-
-_FAST: dict[type[Any], Callable[[Any], bytes]] = {
-    Intent: lambda line: intent_line(line.i, line.c, line.set, line.was),
-    Outcome: lambda line: outcome_line(line.i, line.s, line.sent, line.attempts, line.error),
-    PlanLine: lambda line: _plan_line(line.i, line.c, line.was, line.set),
-}
-
-
-def encode(line: Line) -> bytes:
-    """One line, ``k`` first, newline-terminated (the same bytes the converter's dict would give;
-    the frequent kinds go through an encoder compiled once from the same attrs fields)."""
-    fast = _FAST.get(type(line))
-    if fast is not None:
-        return fast(line)
-    return (_generic(line) + "\n").encode()
 
 
 def decode(raw: bytes | str) -> Line:

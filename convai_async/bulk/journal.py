@@ -27,12 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import JournalError
-from .format import (
-    Line,
-    Resumed,
-    encode,
-    now,
-)
+from .encoders import encode
+from .format import Line, Resumed, now
 
 __all__ = [
     "JournalWriter",

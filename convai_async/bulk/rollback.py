@@ -201,8 +201,8 @@ async def rollback(
         **fields,
         journal=os.fspath(target),
         migration_journal=os.fspath(path),
-        conflicts=tally.counts[UpdateStatus.CONFLICT],
+        conflicts=tally.count(UpdateStatus.CONFLICT),
         conflict_sample=tuple(conflicts),
-        not_recorded=tally.counts[UpdateStatus.NOT_RECORDED],
+        not_recorded=tally.count(UpdateStatus.NOT_RECORDED),
         force=force,
     )

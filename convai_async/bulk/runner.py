@@ -1,7 +1,8 @@
 """The bulk engine: stream work items through a worker pool, write-ahead journaled, in order.
 
 The input (any iterable or async iterable) is pulled lazily: at most twice the session's
-``max_concurrency`` items are taken ahead of the results handed out, so memory stays flat. Each
+``max_concurrency`` items (three times with a journal) are taken ahead of the results handed
+out, so memory stays flat. Each
 item ends with exactly one ``UpdateResult``, handed to a sink as it finishes (``collect``) or
 yielded (``stream_items``). Updates to one character run in input order; different characters
 run concurrently. With a journal, an item's intent is queued when it is taken (the input is
@@ -23,14 +24,17 @@ from attrs import define, field
 
 from ..errors import ConvaiError, JournalError
 from ._session import CallTrace, Session, is_fatal, send_update
-from .format import Values, intent_line, outcome_line
+from .encoders import outcome_line, update_intent_line
 from .items import EXHAUSTED, STOPPED, Credits, Taken, WorkItem, async_puller, sync_puller
 from .journal import JournalWriter
 from .report import ProgressCallback, ResultCallback, Tally, UpdateResult, UpdateStatus
 
 __all__ = ["collect", "stream_items"]  # this package's modules only
 
-WINDOW_FACTOR = 2
+WINDOW_FACTOR = 2  # items taken ahead of the results handed out, per worker
+# With a journal, two fsync windows (max_concurrency) more: an intent is queued that far ahead
+# of its send, so it is durable by then even when an fsync lasts as long as a window of sends.
+JOURNAL_WINDOW_FACTOR = WINDOW_FACTOR + 1
 _WAIT = object()  # no credit left: the next item needs a wait (take)
 _APPLIED, _NOT_RECORDED = UpdateStatus.APPLIED, UpdateStatus.NOT_RECORDED
 _FAILED, _SKIPPED = UpdateStatus.FAILED, UpdateStatus.SKIPPED
@@ -38,11 +42,7 @@ _ALREADY_APPLIED = UpdateStatus.ALREADY_APPLIED
 
 
 class _SinkFailed(Exception):
-    """The sink raised: the run ends at once, and ``error`` is raised to the caller."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
+    """The sink raised (``args[0]``): the run ends at once, and that error is raised."""
 
 
 @define
@@ -109,10 +109,13 @@ class _Run:
                     try:
                         result = await self.send(item, durable)
                     finally:
-                        self.hand_over(char_id)
+                        if busy[char_id] is None:  # nobody waits for this character
+                            del busy[char_id]
+                        else:
+                            self.hand_over(char_id)
                 self.finish(result)
         except _SinkFailed as failed:
-            self.failure = self.failure or failed.error
+            self.failure = self.failure or failed.args[0]
             self.exhausted = True
             self.end()  # at once: the caller's sink refused a result
         except Exception as error:  # noqa: BLE001 - the input itself failed: stop, tell the consumer
@@ -138,12 +141,15 @@ class _Run:
         """A sync input's next item without waiting: None at its end (or on stop), _WAIT when
         no credit is left. With a journal, the input is first read ahead as far as the credits
         allow, queuing each intent as it is taken (in input order)."""
-        ahead = self.ahead
+        ahead, credits, stop, pull = self.ahead, self.credits, self.stop, self.pull_now
+        assert pull is not None
         read_ahead = self.writer is not None
-        credits = self.credits
-        while credits.left > 0 and (read_ahead or not ahead) and self.reading():
-            assert self.pull_now is not None
-            raw = self.pull_now()
+        while (
+            credits.left > 0
+            and (read_ahead or not ahead)
+            and not (self.exhausted or (stop is not None and stop.is_set()))
+        ):
+            raw = pull()
             if raw is EXHAUSTED:
                 self.exhausted = True
                 break
@@ -178,10 +184,10 @@ class _Run:
         update = item.update
         if item.decided is not None or self.writer is None or update is None:
             return item, None
-        values = Values(update.model, update.temperature)
-        return item, self.writer.intend(intent_line(item.index, item.char_id, values, item.was))
-
-    # -- working an item --------------------------------------------------------------------
+        line = update_intent_line(
+            item.index, item.char_id, update.model, update.temperature, item.was
+        )
+        return item, self.writer.intend(line)
 
     def skipped(self, item: WorkItem, error: ConvaiError | None = None) -> UpdateResult:
         return UpdateResult(
@@ -295,7 +301,9 @@ def _start(
         to_item=to_item,
         stop=stop,
         workers=workers_count,
-        credits=Credits(workers_count * WINDOW_FACTOR),
+        credits=Credits(
+            workers_count * (WINDOW_FACTOR if writer is None else JOURNAL_WINDOW_FACTOR)
+        ),
         sink=sink,
         over=asyncio.get_running_loop().create_future(),
     )
