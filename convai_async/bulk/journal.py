@@ -1,7 +1,8 @@
 """The journal file's one writer: an OS lock, write-ahead with group commit, checked writes.
 
-Write-ahead: ``intend`` queues an intent line and returns a future that completes once the line is
-written and fsynced; the caller sends its request only then. Intents queued while a write and
+Write-ahead: ``intend`` queues an intent line and returns a future (one per batch, shared by its
+intents) that completes once the line is written and fsynced; the caller sends its request only
+then. Intents queued while a write and
 fsync are in progress share the next one (group commit: one ``write`` call per batch of lines,
 one fsync per window). A window starts when ``window`` intents are queued or when a caller is
 about to wait for one (``need``), whichever comes first. Outcome lines ride along with the next
