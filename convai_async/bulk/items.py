@@ -2,7 +2,7 @@
 
 ``WorkItem`` is one unit of work: an update to send, or a result decided without a request. The
 pullers read a plain iterable without a coroutine or a lock per item, and an async iterable one
-item at a time.
+item at a time; ``Credits`` bounds how far ahead of the results the input is read.
 """
 
 from __future__ import annotations
