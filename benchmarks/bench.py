@@ -42,6 +42,27 @@ def pinned(command: list[str], core: int) -> list[str]:
 def fake_server(
     *, characters: int, latency: float = 0.0, rate_limit: float | None = None, burst: int = 20
 ) -> Iterator[str]:
+    with fake_server_process(
+        characters=characters, latency=latency, rate_limit=rate_limit, burst=burst
+    ) as (url, _):
+        yield url
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def fake_server_process(
+    *, characters: int, latency: float = 0.0, rate_limit: float | None = None, burst: int = 20
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A FakeConvai in its own process (pinned to core 1): its URL and the process."""
     command = [
         sys.executable, "-m", "convai_async.testing", "--port", "0", "--seconds", "1800",
         "--characters", str(characters), "--latency", str(latency), "--burst", str(burst),
@@ -51,7 +72,7 @@ def fake_server(
     server = subprocess.Popen(pinned(command, 1), stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
-        yield server.stdout.readline().strip()
+        yield server.stdout.readline().strip(), server
     finally:
         server.terminate()
         server.wait(10)
@@ -301,6 +322,7 @@ def results_document(sections: dict[str, Row], smoke: bool, started: float) -> R
     """The JSON document of a run: when, on what machine, and every section."""
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_average_at_end": [round(load, 2) for load in os.getloadavg()],
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),

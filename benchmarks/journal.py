@@ -88,7 +88,8 @@ def compare(
 
 def _synthetic_journal(path: Path, entries: int, in_doubt: int, char_ids: list[str]) -> None:
     """A bulk journal of ``entries`` items, all applied but the last ``in_doubt``."""
-    from convai_async.bulk.format import Intent, Outcome, Values, encode, new_header
+    from convai_async.bulk.encoders import encode
+    from convai_async.bulk.format import Intent, Outcome, Values, new_header
 
     with path.open("wb") as file:
         file.write(encode(new_header("bulk")))

@@ -18,7 +18,8 @@ from convai_async import (
     UpdateStatus,
     ValidationError,
 )
-from convai_async.bulk.format import Intent, Outcome, Values, encode
+from convai_async.bulk.encoders import encode
+from convai_async.bulk.format import Intent, Outcome, Values
 from convai_async.bulk.reader import read_lines
 from convai_async.testing import FakeConvai, Faults
 

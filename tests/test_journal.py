@@ -15,6 +15,7 @@ import pytest
 
 from convai_async import CharacterUpdate, ConvaiClient, JournalError, ValidationError
 from convai_async.bulk import new_journal_path
+from convai_async.bulk.encoders import encode
 from convai_async.bulk.format import (
     JOURNAL_VERSION,
     Header,
@@ -25,9 +26,8 @@ from convai_async.bulk.format import (
     PlanLine,
     Values,
     decode,
-    encode,
+    generic_line,
 )
-from convai_async.bulk.format import _generic as generic_line
 from convai_async.bulk.journal import JournalWriter
 from convai_async.bulk.reader import BadLine, read_header, read_lines
 from convai_async.testing import FakeConvai

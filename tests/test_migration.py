@@ -13,6 +13,7 @@ import pytest
 
 from convai_async import ConvaiClient, JournalError, ValidationError
 from convai_async.bulk import default_rollback_journal
+from convai_async.bulk.encoders import encode
 from convai_async.bulk.format import (
     Header,
     Intent,
@@ -22,7 +23,6 @@ from convai_async.bulk.format import (
     PlanLine,
     Values,
     decode,
-    encode,
 )
 from convai_async.bulk.journal import JournalWriter
 from convai_async.bulk.reader import read_lines

@@ -36,7 +36,7 @@ CHILD = textwrap.dedent(
     # Ctrl-C raises KeyboardInterrupt, as at a terminal, even when the test runner itself was
     # started with SIGINT ignored (nohup, a background job, some CI runners): children inherit that.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from convai_async.bulk.format import encode
+    from convai_async.bulk.encoders import encode
     from convai_async.bulk.migration import _plan_lines
 
     async def main():

@@ -22,10 +22,8 @@ Nothing in a line comes from a request's headers: the journal never holds a secr
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -49,7 +47,7 @@ __all__ = [
     "RollbackOf",
     "Values",
     "decode",
-    "encode",
+    "generic_line",
     "make_converter",
     "new_header",
     "now",
@@ -219,106 +217,11 @@ _converter = make_converter()
 _unstructure_fns = {cls: _converter.get_unstructure_hook(cls) for cls in _KINDS.values()}
 
 
-def _generic(line: Line) -> str:
+def generic_line(line: Line) -> str:
+    """A line as the converter writes it (``k`` first), without its newline."""
     data = _unstructure_fns[type(line)](line)
     data = {"k": data.pop("k"), **data}
     return json.dumps(data, separators=(",", ":"), allow_nan=False)
-
-
-# -- the hot path: intents, outcomes and plan lines, compiled once from the attrs fields ---------
-
-_string = json.encoder.encode_basestring_ascii  # as json.dumps writes strings
-
-
-def _number(value: Any) -> str:
-    if type(value) is float and math.isfinite(value):
-        return float.__repr__(value)  # what json.dumps writes for a float
-    if type(value) is int:
-        return int.__repr__(value)
-    raise TypeError(type(value).__name__)
-
-
-def _values(values: Any) -> str:
-    if type(values) is not Values:
-        raise TypeError(type(values).__name__)
-    parts = []
-    if values.model is not None:
-        parts.append('"model":' + _string(values.model))
-    if values.temperature is not None:
-        parts.append('"temperature":' + _number(values.temperature))
-    return "{" + ",".join(parts) + "}"
-
-
-def _text(value: Any) -> str:
-    if type(value) is not str:
-        raise TypeError(type(value).__name__)
-    return str(_string(value))
-
-
-def _flag(value: Any) -> str:
-    if type(value) is not bool:
-        raise TypeError(type(value).__name__)
-    return "true" if value else "false"
-
-
-_WRITERS: dict[str, Callable[[Any], str]] = {
-    "int": _number,
-    "float": _number,
-    "str": _text,
-    "bool": _flag,
-    "Values": _values,
-}
-
-
-def _type_name(annotation: Any) -> str:
-    """``int``, ``Values``... for an annotation given as a string or resolved ("X | None": X)."""
-    if isinstance(annotation, str):
-        return annotation.removesuffix(" | None")
-    args = [arg for arg in getattr(annotation, "__args__", ()) if arg is not type(None)]
-    return str((args[0] if args else annotation).__name__)
-
-
-def _compiled(cls: type[Any]) -> Callable[[Any], str]:
-    """An encoder for ``cls`` that writes what the converter would (same names, ``k`` first,
-    fields at their default omitted), generated once as cattrs generates its hooks."""
-    names: dict[str, Any] = {"NOTHING": attrs.NOTHING}
-    kind = attrs.fields(cls).k.default
-    head = '{"k":' + _string(kind)
-    body = [f"def encode_{cls.__name__}(line):", f"    parts = [{head!r}]"]
-    for field in attrs.fields(cls):
-        if field.name == "k":
-            continue
-        writer = f"write_{field.name}"
-        names[writer] = _WRITERS[_type_name(field.type)]
-        key = repr('"' + field.name + '":')
-        add = f"parts.append({key} + {writer}(line.{field.name}))"
-        if field.default is attrs.NOTHING:
-            body.append(f"    {add}")
-        else:
-            names[f"default_{field.name}"] = field.default
-            body.append(f"    if line.{field.name} != default_{field.name}:")
-            body.append(f"        {add}")
-    body.append('    return ",".join(parts) + "}"')
-    exec("\n".join(body), names)  # noqa: S102 - our own generated source, as cattrs does
-    encoder: Callable[[Any], str] = names[f"encode_{cls.__name__}"]
-    return encoder
-
-
-_FAST: dict[type[Any], Callable[[Any], str]] = {
-    cls: _compiled(cls) for cls in (Intent, Outcome, PlanLine)
-}
-
-
-def encode(line: Line) -> bytes:
-    """One line, ``k`` first, newline-terminated (the same bytes the converter's dict would give;
-    the frequent kinds go through an encoder compiled once from the same attrs fields)."""
-    fast = _FAST.get(type(line))
-    if fast is not None:
-        try:
-            return (fast(line) + "\n").encode()
-        except TypeError:
-            pass  # an unusual value (a subclass, an int for a float): the general path
-    return (_generic(line) + "\n").encode()
 
 
 def decode(raw: bytes | str) -> Line:

@@ -1,7 +1,8 @@
 """The journal file's one writer: an OS lock, write-ahead with group commit, checked writes.
 
-Write-ahead: ``intend`` queues an intent line and returns a future that completes once the line is
-written and fsynced; the caller sends its request only then. Intents queued while a write and
+Write-ahead: ``intend`` queues an intent line and returns a future (one per batch, shared by its
+intents) that completes once the line is written and fsynced; the caller sends its request only
+then. Intents queued while a write and
 fsync are in progress share the next one (group commit: one ``write`` call per batch of lines,
 one fsync per window). A window starts when ``window`` intents are queued or when a caller is
 about to wait for one (``need``), whichever comes first. Outcome lines ride along with the next
@@ -27,12 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import JournalError
-from .format import (
-    Line,
-    Resumed,
-    encode,
-    now,
-)
+from .encoders import encode
+from .format import Line, Resumed, now
 
 __all__ = [
     "JournalWriter",
@@ -70,7 +67,8 @@ class JournalWriter:
         self.path = path
         self._fd = fd
         self._pending: list[bytes] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        self._batch: asyncio.Future[None] | None = None  # the intents pending: durable together
+        self._intents = 0  # intents in _pending
         self._flushing: asyncio.Task[None] | None = None
         self.error: JournalError | None = None
         self.writes = 0  # write calls made (one per batch of lines)
@@ -157,17 +155,21 @@ class JournalWriter:
 
     # -- the run's lines ------------------------------------------------------------------------
 
-    def intend(self, line: Line) -> asyncio.Future[None]:
-        """Queue an intent; the future completes once it is durable (or fails: JournalError)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def intend(self, line: Line | bytes) -> asyncio.Future[None]:
+        """Queue an intent (a line, or its encoded bytes); the future completes once it is
+        durable (or fails: JournalError). Intents of one batch share one future."""
         if self.error is not None:
-            future.set_exception(self.error)
-            return future
-        self._pending.append(encode(line))
-        self._waiters.append(future)
-        if len(self._waiters) >= self.window:
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(self.error)
+            return failed
+        self._pending.append(line if type(line) is bytes else encode(line))  # type: ignore[arg-type]
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = asyncio.get_running_loop().create_future()
+        self._intents += 1
+        if self._intents >= self.window:
             self._kick()
-        return future
+        return batch
 
     def need(self, future: asyncio.Future[None]) -> None:
         """The caller is about to wait for this intent: make sure a write and fsync is coming."""
@@ -175,12 +177,14 @@ class JournalWriter:
             self._wanted = True
             self._kick()
 
-    def record(self, line: Line) -> None:
-        """Queue an outcome line; it is written with the next batch (or at ``aclose``)."""
+    def record(self, line: Line | bytes) -> None:
+        """Queue an outcome line (or its bytes); it is written with the next batch (or at
+        ``aclose``)."""
         if self.error is not None:
             return
-        self._pending.append(encode(line))
-        if len(self._pending) >= MAX_PENDING_OUTCOMES:
+        pending = self._pending
+        pending.append(line if type(line) is bytes else encode(line))  # type: ignore[arg-type]
+        if len(pending) >= MAX_PENDING_OUTCOMES:
             self._kick()
 
     def _kick(self) -> None:
@@ -195,30 +199,25 @@ class JournalWriter:
             while self._due():
                 self._wanted = False
                 data = b"".join(self._pending)
-                waiters = self._waiters
-                self._pending, self._waiters = [], []
+                batch, self._batch = self._batch, None
+                self._pending, self._intents = [], 0
                 try:
                     self._write_all(data)
-                    if waiters:
+                    if batch is not None:
                         await loop.run_in_executor(None, self._fsync)
                 except JournalError as error:
-                    for waiter in waiters:
-                        if not waiter.done():
-                            waiter.set_exception(error)
+                    _settle(batch, error)
                     break
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-            for waiter in self._waiters:  # queued after a failure
-                if not waiter.done() and self.error is not None:
-                    waiter.set_exception(self.error)
+                _settle(batch, None)
+            if self.error is not None:  # intents queued after a failure
+                _settle(self._batch, self.error)
         finally:
             self._flushing = None
 
     def _due(self) -> bool:
         if self.error is not None or not self._pending:
             return False
-        waiting = len(self._waiters)
+        waiting = self._intents
         return (
             waiting >= self.window
             or (self._wanted and waiting > 0)
@@ -237,10 +236,15 @@ class JournalWriter:
             try:
                 if self._pending and self.error is None:
                     data = b"".join(self._pending)
-                    self._pending = []
-                    with contextlib.suppress(JournalError):
+                    batch, self._batch = self._batch, None
+                    self._pending, self._intents = [], 0
+                    try:
                         self._write_all(data)
                         self._fsync()
+                    except JournalError as error:
+                        _settle(batch, error)
+                    else:
+                        _settle(batch, None)
             finally:
                 self._release()
 
@@ -285,6 +289,16 @@ class JournalWriter:
             os.fsync(self._fd)
         except OSError as error:
             raise self._failed(f"fsync failed: {error.strerror or error}") from error
+
+
+def _settle(batch: asyncio.Future[None] | None, error: JournalError | None) -> None:
+    """Complete a batch's shared future: durable, or failed with ``error``."""
+    if batch is None or batch.done():
+        return
+    if error is None:
+        batch.set_result(None)
+    else:
+        batch.set_exception(error)
 
 
 def _holder(path: Path) -> str:

@@ -21,10 +21,11 @@ from ..models import Character, CharacterUpdate
 from ._session import CharacterSource, Session
 from .format import Header, PlanArgs, PlanEnd, PlanLine, Values, new_header
 from .index import JournalIndex, State, index_journal
+from .items import WorkItem, as_is, bad_line_item, values_of
 from .journal import JournalWriter
 from .reader import BadLine, read_header, read_lines
 from .report import BulkReport, ProgressCallback, ResultCallback, UpdateResult, UpdateStatus
-from .runner import WorkItem, as_is, bad_line_item, collect, stream_items, values_of
+from .runner import collect
 
 # The entry points are the client's methods (plan_migration, apply).
 __all__ = ["MigrationPlan", "PlannedChange"]
@@ -238,7 +239,9 @@ async def apply_plan(
         writer, items, total = _open(plan, os.fspath(journal))
     _, fields = await collect(
         session,
-        lambda abort: stream_items(session, items, as_is, writer=writer, stop=stop, abort=abort),
+        items,
+        as_is,
+        writer=writer,
         total=total,
         on_progress=on_progress,
         stop=stop,

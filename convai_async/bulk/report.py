@@ -45,6 +45,7 @@ class UpdateStatus(enum.Enum):
 
 
 _OK = frozenset({UpdateStatus.APPLIED, UpdateStatus.ALREADY_APPLIED, UpdateStatus.SUPERSEDED})
+_FAILED = UpdateStatus.FAILED
 
 
 @frozen
@@ -190,7 +191,8 @@ class Tally:
 
     total: int | None
     on_progress: ProgressCallback | None
-    counts: dict[UpdateStatus, int] = field(factory=lambda: dict.fromkeys(UpdateStatus, 0))
+    # by status value: a str key hashes in C (an Enum member's __hash__ is Python code)
+    counts: dict[str, int] = field(factory=lambda: {status.value: 0 for status in UpdateStatus})
     failures: list[UpdateResult] = field(factory=list)
     conflicts: list[Conflict] = field(factory=list)
     started: float = field(factory=time.monotonic)
@@ -198,8 +200,9 @@ class Tally:
     samples: collections.deque[tuple[float, int]] = field(factory=collections.deque)
 
     def add(self, result: UpdateResult) -> None:
-        self.counts[result.status] += 1
-        if result.status is UpdateStatus.FAILED and len(self.failures) < FAILURE_SAMPLE:
+        status = result.status
+        self.counts[status._value_] += 1
+        if status is _FAILED and len(self.failures) < FAILURE_SAMPLE:
             self.failures.append(result)
         if self.on_progress is not None:
             now = time.monotonic()
@@ -210,6 +213,9 @@ class Tally:
     def add_conflict(self, conflict: Conflict) -> None:
         if len(self.conflicts) < FAILURE_SAMPLE:
             self.conflicts.append(conflict)
+
+    def count(self, status: UpdateStatus) -> int:
+        return self.counts[status.value]
 
     @property
     def done(self) -> int:
@@ -226,16 +232,16 @@ class Tally:
             self.samples.popleft()
         since, done_then = self.samples[0]
         self.samples.append((now, done))
-        counts = self.counts
+        count = self.count
         self.on_progress(
             Progress(
                 done=done,
                 total=self.total,
-                ok=sum(counts[status] for status in _OK),
-                failed=counts[UpdateStatus.FAILED]
-                + counts[UpdateStatus.CONFLICT]
-                + counts[UpdateStatus.NOT_RECORDED],
-                skipped=counts[UpdateStatus.SKIPPED],
+                ok=sum(count(status) for status in _OK),
+                failed=count(UpdateStatus.FAILED)
+                + count(UpdateStatus.CONFLICT)
+                + count(UpdateStatus.NOT_RECORDED),
+                skipped=count(UpdateStatus.SKIPPED),
                 rate=(done - done_then) / (now - since) if now > since else 0.0,
                 elapsed=now - self.started,
             )
@@ -243,15 +249,15 @@ class Tally:
 
     def fields(self, stats_delta: tuple[int, int, int]) -> dict[str, Any]:
         """The BulkReport fields this tally knows (the caller adds abort, journal, stop)."""
-        counts = self.counts
+        count = self.count
         requests, retries, rate_limited = stats_delta
         return {
             "total": self.done,
-            "succeeded": counts[UpdateStatus.APPLIED],
-            "failed": counts[UpdateStatus.FAILED],
-            "skipped": counts[UpdateStatus.SKIPPED],
-            "already_applied": counts[UpdateStatus.ALREADY_APPLIED],
-            "superseded": counts[UpdateStatus.SUPERSEDED],
+            "succeeded": count(UpdateStatus.APPLIED),
+            "failed": count(UpdateStatus.FAILED),
+            "skipped": count(UpdateStatus.SKIPPED),
+            "already_applied": count(UpdateStatus.ALREADY_APPLIED),
+            "superseded": count(UpdateStatus.SUPERSEDED),
             "failures": tuple(self.failures),
             "duration": time.monotonic() - self.started,
             "requests": requests,

@@ -22,6 +22,7 @@ from ..models import CharacterUpdate
 from ._session import CharacterSource, Session
 from .format import Intent, RollbackOf, Values, new_header
 from .index import JournalIndex, State, index_journal
+from .items import WorkItem, as_is, bad_line_item
 from .journal import JournalWriter
 from .reader import BadLine, read_header, read_lines
 from .report import (
@@ -33,7 +34,7 @@ from .report import (
     UpdateResult,
     UpdateStatus,
 )
-from .runner import WorkItem, as_is, bad_line_item, collect, stream_items
+from .runner import collect
 
 # The entry point is the client's method (rollback).
 __all__ = ["default_rollback_journal"]
@@ -185,14 +186,9 @@ async def rollback(
         conflicts: list[Conflict] = []
         tally, fields = await collect(
             session,
-            lambda abort: stream_items(
-                session,
-                _items(path, fleet, done, force, conflicts),
-                as_is,
-                writer=writer,
-                stop=stop,
-                abort=abort,
-            ),
+            _items(path, fleet, done, force, conflicts),
+            as_is,
+            writer=writer,
             total=None,
             on_progress=on_progress,
             stop=stop,
@@ -205,8 +201,8 @@ async def rollback(
         **fields,
         journal=os.fspath(target),
         migration_journal=os.fspath(path),
-        conflicts=tally.counts[UpdateStatus.CONFLICT],
+        conflicts=tally.count(UpdateStatus.CONFLICT),
         conflict_sample=tuple(conflicts),
-        not_recorded=tally.counts[UpdateStatus.NOT_RECORDED],
+        not_recorded=tally.count(UpdateStatus.NOT_RECORDED),
         force=force,
     )

@@ -1,104 +1,55 @@
 """The bulk engine: stream work items through a worker pool, write-ahead journaled, in order.
 
 The input (any iterable or async iterable) is pulled lazily: at most twice the session's
-``max_concurrency`` items are taken ahead of the results handed out, so memory stays flat. Each
-item ends with exactly one ``UpdateResult``. Updates to one character run in input order;
-different characters run concurrently. With a journal, an item's intent is queued when it is
-taken and its request is sent only once the intent is durable; its outcome line follows the
-answer. A fatal error (401, 403, quota) or a journal failure stops new sends at once: items not
-yet sent are reported as skipped.
+``max_concurrency`` items (three times with a journal) are taken ahead of the results handed
+out, so memory stays flat. Each
+item ends with exactly one ``UpdateResult``, handed to a sink as it finishes (``collect``) or
+yielded (``stream_items``). Updates to one character run in input order; different characters
+run concurrently. With a journal, an item's intent is queued when it is taken (the input is
+read ahead, within the same bound, so that it is durable by the time a worker is free) and its
+request is sent only once the intent is durable; its outcome line follows the answer. A fatal
+error (401, 403, quota) or a journal failure stops new sends at once: items not yet sent are
+reported as skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
-from attrs import define, field, frozen
+from attrs import define, field
 
-from ..errors import ConvaiError, JournalError, ValidationError
-from ..models import CharacterUpdate
+from ..errors import ConvaiError, JournalError
 from ._session import CallTrace, Session, is_fatal, send_update
-from .format import Intent, Outcome, Values
+from .encoders import outcome_line, update_intent_line
+from .items import EXHAUSTED, STOPPED, Credits, Taken, WorkItem, async_puller, sync_puller
 from .journal import JournalWriter
-from .reader import BadLine
 from .report import ProgressCallback, ResultCallback, Tally, UpdateResult, UpdateStatus
 
-__all__ = ["WorkItem"]  # the rest serves this package's modules only
+__all__ = ["collect", "stream_items"]  # this package's modules only
 
-WINDOW_FACTOR = 2
-
-
-@frozen
-class WorkItem:
-    """One unit of work: an update to send (``update``), or a result decided without a request
-    (``decided``). ``was``: the values before (migrations and rollbacks journal them).
-    ``unrecorded``: a rollback note; the item reports NOT_RECORDED even when its request
-    succeeds."""
-
-    index: int
-    char_id: str
-    update: CharacterUpdate | None = None
-    was: Values | None = None
-    decided: UpdateResult | None = None
-    unrecorded: str | None = None
+WINDOW_FACTOR = 2  # items taken ahead of the results handed out, per worker
+# With a journal, two fsync windows (max_concurrency) more: an intent is queued that far ahead
+# of its send, so it is durable by then even when an fsync lasts as long as a window of sends.
+JOURNAL_WINDOW_FACTOR = WINDOW_FACTOR + 1
+_WAIT = object()  # no credit left: the next item needs a wait (take)
+_APPLIED, _NOT_RECORDED = UpdateStatus.APPLIED, UpdateStatus.NOT_RECORDED
+_FAILED, _SKIPPED = UpdateStatus.FAILED, UpdateStatus.SKIPPED
+_ALREADY_APPLIED = UpdateStatus.ALREADY_APPLIED
 
 
-def bad_line_item(journal: str | os.PathLike[str], line: BadLine) -> WorkItem:
-    """A FAILED item for a journal line that cannot be read, naming the line (and the item it
-    names, when it still does); the run goes on with the rest."""
-    error = ValidationError("journal", f"{os.fspath(journal)} {line.describe()}")
-    index = line.index if line.index is not None else -line.number
-    char_id = line.char_id or f"(line {line.number})"
-    result = UpdateResult(index, char_id, None, UpdateStatus.FAILED, error)
-    return WorkItem(index, char_id, decided=result)
-
-
-def as_is(_: int, item: WorkItem) -> WorkItem:
-    """``to_item`` for inputs that are WorkItems already (migrations, rollbacks)."""
-    return item
-
-
-def values_of(update: CharacterUpdate) -> Values:
-    return Values(update.model, update.temperature)
-
-
-_EXHAUSTED = object()
-_STOPPED = object()  # stop was set or the input ended: nothing was read
-
-
-def _puller(items: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Awaitable[Any]] | None:
-    """A coroutine function returning the next item or _EXHAUSTED for an async iterable; None
-    for a sync one, which ``_pull_now`` reads directly (no coroutine, no lock per item)."""
-    if isinstance(items, AsyncIterable):
-        iterator = aiter(items)
-
-        async def next_async() -> Any:
-            try:
-                return await iterator.__anext__()
-            except StopAsyncIteration:
-                return _EXHAUSTED
-
-        return next_async
-    return None
-
-
-def _pull_now(items: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Any] | None:
-    """A function returning the next item or _EXHAUSTED for a sync iterable (None otherwise)."""
-    if isinstance(items, AsyncIterable):
-        return None
-    plain = iter(items)
-    return lambda: next(plain, _EXHAUSTED)
+class _SinkFailed(Exception):
+    """The sink raised (``args[0]``): the run ends at once, and that error is raised."""
 
 
 @define
 class _Run:
-    """One run: ``max_concurrency`` workers pull from the shared input (no task per item);
-    ``credits`` bounds how far the input is read ahead of the results handed out."""
+    """One run: ``max_concurrency`` workers pull from the shared input (no task per item).
+    ``credits`` bounds how far the input is read ahead of the results handed out; a sink takes
+    each result as it finishes (else ``results`` queues it for ``stream_items``)."""
 
     session: Session
     writer: JournalWriter | None
@@ -106,13 +57,15 @@ class _Run:
     pull_now: Callable[[], Any] | None
     to_item: Callable[[int, Any], WorkItem]
     stop: asyncio.Event | None
-    credits: asyncio.Semaphore
     workers: int
+    credits: Credits
+    sink: Callable[[UpdateResult], None] | None
+    over: asyncio.Future[None]  # the last worker ended (or the sink failed)
+    # taken from a sync input, not yet worked; with a journal their intents are queued already
+    ahead: collections.deque[Taken] = field(factory=collections.deque)
     results: asyncio.Queue[UpdateResult | None] = field(factory=asyncio.Queue)
-    # journaled runs: items taken ahead by ``produce``, their intents already queued
-    ready: asyncio.Queue[tuple[WorkItem, asyncio.Future[None] | None] | None] = field(
-        factory=asyncio.Queue
-    )
+    # journaled runs on an async input: items taken ahead by ``produce``, intents queued
+    ready: asyncio.Queue[Taken | None] = field(factory=asyncio.Queue)
     pulling: asyncio.Lock = field(factory=asyncio.Lock)
     # char_id -> None (an update in flight) or the queue of later updates waiting their turn
     busy: dict[str, collections.deque[asyncio.Future[None]] | None] = field(factory=dict)
@@ -122,8 +75,9 @@ class _Run:
     failure: BaseException | None = None
 
     async def produce(self) -> None:
-        """Journaled runs: take items ahead of the workers (within ``credits``) and queue each
-        one's intent at once, so it is durable by the time a worker is free to send it."""
+        """Journaled runs on an async input: take items ahead of the workers (within
+        ``credits``) and queue each one's intent at once, so it is durable by the time a worker
+        is free to send it."""
         try:
             while (taken := await self.take()) is not None:
                 self.ready.put_nowait(taken)
@@ -134,74 +88,120 @@ class _Run:
                 self.ready.put_nowait(None)
 
     async def work(self) -> None:
-        next_taken = self.take if self.writer is None else self.ready.get
+        take_now = self.take_now if self.pull_now is not None else None
+        take = self.take if self.writer is None or take_now is not None else self.ready.get
+        busy = self.busy
         try:
-            while (taken := await next_taken()) is not None:
+            while True:
+                taken: Any = _WAIT if take_now is None else take_now()
+                if taken is _WAIT:
+                    taken = await take()
+                if taken is None:
+                    break
                 item, durable = taken
-                result = item.decided or await self.in_turn(item, durable)
-                self.finish(item, result)
+                result = item.decided
+                if result is None:
+                    char_id = item.char_id
+                    if char_id in busy:
+                        await self.turn(char_id)
+                    else:
+                        busy[char_id] = None
+                    try:
+                        result = await self.send(item, durable)
+                    finally:
+                        if busy[char_id] is None:  # nobody waits for this character
+                            del busy[char_id]
+                        else:
+                            self.hand_over(char_id)
+                self.finish(result)
+        except _SinkFailed as failed:
+            self.failure = self.failure or failed.args[0]
+            self.exhausted = True
+            self.end()  # at once: the caller's sink refused a result
         except Exception as error:  # noqa: BLE001 - the input itself failed: stop, tell the consumer
             self.failure = self.failure or error
             self.exhausted = True
         finally:
             self.workers -= 1
             if self.workers == 0:
-                self.results.put_nowait(None)  # the end, after every result
+                self.end()  # after every result
 
-    async def take(self) -> tuple[WorkItem, asyncio.Future[None] | None] | None:
-        await self.credits.acquire()
-        if self.pull_now is not None:  # a sync iterable: next() cannot interleave, no lock
-            return self.next_item(self.pull_now() if self.reading() else _STOPPED)
-        assert self.pull is not None
-        async with self.pulling:  # an async generator cannot be read by two workers at once
-            return self.next_item(await self.pull() if self.reading() else _STOPPED)
+    def end(self) -> None:
+        if self.sink is None:
+            self.results.put_nowait(None)
+        elif not self.over.done():
+            self.over.set_result(None)
+
+    # -- taking items -----------------------------------------------------------------------
 
     def reading(self) -> bool:
         return not (self.exhausted or (self.stop is not None and self.stop.is_set()))
 
-    def next_item(self, raw: Any) -> tuple[WorkItem, asyncio.Future[None] | None] | None:
-        """The work item for ``raw`` and its durable intent, or None at the end or on stop."""
-        if raw is _STOPPED or raw is _EXHAUSTED:
-            self.exhausted = self.exhausted or raw is _EXHAUSTED
+    def take_now(self) -> Any:  # Taken, None or _WAIT
+        """A sync input's next item without waiting: None at its end (or on stop), _WAIT when
+        no credit is left. With a journal, the input is first read ahead as far as the credits
+        allow, queuing each intent as it is taken (in input order)."""
+        ahead, credits, stop, pull = self.ahead, self.credits, self.stop, self.pull_now
+        assert pull is not None
+        read_ahead = self.writer is not None
+        while (
+            credits.left > 0
+            and (read_ahead or not ahead)
+            and not (self.exhausted or (stop is not None and stop.is_set()))
+        ):
+            raw = pull()
+            if raw is EXHAUSTED:
+                self.exhausted = True
+                break
+            credits.left -= 1
+            ahead.append(self.next_item(raw))
+        if ahead:
+            return ahead.popleft()
+        return _WAIT if self.reading() else None
+
+    async def take(self) -> Taken | None:
+        """The next item once a credit is free: None at the input's end or on stop."""
+        await self.credits.acquire()
+        if self.pull_now is not None:  # a sync iterable: next() cannot interleave, no lock
+            raw = self.pull_now() if self.reading() else STOPPED
+        else:
+            assert self.pull is not None
+            async with self.pulling:  # an async generator cannot be read by two workers at once
+                raw = await self.pull() if self.reading() else STOPPED
+        if raw is STOPPED or raw is EXHAUSTED:
+            self.exhausted = self.exhausted or raw is EXHAUSTED
             self.credits.release()
             return None
+        return self.next_item(raw)
+
+    def next_item(self, raw: Any) -> Taken:
+        """The work item for ``raw`` and its durable intent (queued now, in take order, so
+        first intents reach the file in index order)."""
         item = self.to_item(self.position, raw)
         self.position += 1
         if item.decided is None and self.abort_reason is not None:
             item = attrs.evolve(item, decided=self.skipped(item))
-        durable = None
-        if item.decided is None and self.writer is not None and item.update is not None:
-            # Queued in take order, so first intents reach the file in index order.
-            intent = Intent(item.index, item.char_id, values_of(item.update), item.was)
-            durable = self.writer.intend(intent)
-        return item, durable
+        update = item.update
+        if item.decided is not None or self.writer is None or update is None:
+            return item, None
+        line = update_intent_line(
+            item.index, item.char_id, update.model, update.temperature, item.was
+        )
+        return item, self.writer.intend(line)
 
     def skipped(self, item: WorkItem, error: ConvaiError | None = None) -> UpdateResult:
         return UpdateResult(
-            item.index,
-            item.char_id,
-            item.update,
-            UpdateStatus.SKIPPED,
-            error=error,
-            reason=self.abort_reason,
+            item.index, item.char_id, item.update, _SKIPPED, error=error, reason=self.abort_reason
         )
 
-    async def in_turn(self, item: WorkItem, durable: asyncio.Future[None] | None) -> UpdateResult:
-        """Send an update after any earlier update of the same character has finished."""
-        char_id = item.char_id
-        if char_id in self.busy:
-            waiting = self.busy[char_id]
-            if waiting is None:
-                waiting = self.busy[char_id] = collections.deque()
-            turn = asyncio.get_running_loop().create_future()
-            waiting.append(turn)
-            await turn
-        else:
-            self.busy[char_id] = None
-        try:
-            return await self.send(item, durable)
-        finally:
-            self.hand_over(char_id)
+    async def turn(self, char_id: str) -> None:
+        """Wait until every earlier update of ``char_id`` has finished."""
+        waiting = self.busy[char_id]
+        if waiting is None:
+            waiting = self.busy[char_id] = collections.deque()
+        turn = asyncio.get_running_loop().create_future()
+        waiting.append(turn)
+        await turn
 
     def hand_over(self, char_id: str) -> None:
         waiting = self.busy.get(char_id)
@@ -214,7 +214,7 @@ class _Run:
 
     async def send(self, item: WorkItem, durable: asyncio.Future[None] | None) -> UpdateResult:
         if durable is not None:
-            if self.writer is not None:
+            if not durable.done() and self.writer is not None:
                 self.writer.need(durable)
             try:
                 await durable  # write-ahead: nothing is sent before its intent is on disk
@@ -236,15 +236,16 @@ class _Run:
         except Exception as error:  # noqa: BLE001 - an item must end with an outcome, whatever broke
             wrapped = ConvaiError(f"unexpected {type(error).__name__}: {error}")
             return self._failed(item, wrapped, trace)
-        status = UpdateStatus.APPLIED if item.unrecorded is None else UpdateStatus.NOT_RECORDED
+        unrecorded = item.unrecorded
         return UpdateResult(
             item.index,
             item.char_id,
             update,
-            status,
-            attempts=trace.attempts,
-            reason=item.unrecorded,
-            request_sent=True,
+            _APPLIED if unrecorded is None else _NOT_RECORDED,
+            None,
+            trace.attempts,
+            unrecorded,
+            True,
         )
 
     @staticmethod
@@ -253,24 +254,79 @@ class _Run:
             item.index,
             item.char_id,
             item.update,
-            UpdateStatus.FAILED,
+            _FAILED,
             error,
             trace.attempts,
             request_sent=trace.request_sent,
         )
 
-    def finish(self, item: WorkItem, result: UpdateResult) -> None:
-        if self.writer is not None and result.status is not UpdateStatus.ALREADY_APPLIED:
+    def finish(self, result: UpdateResult) -> None:
+        status = result.status
+        if self.writer is not None and status is not _ALREADY_APPLIED:
+            error = result.error
             self.writer.record(
-                Outcome(
+                outcome_line(
                     result.index,
-                    result.status.value,
+                    status._value_,
                     result.request_sent,
                     result.attempts,
-                    str(result.error) if result.error is not None else result.reason,
+                    str(error) if error is not None else result.reason,
                 )
             )
-        self.results.put_nowait(result)
+        sink = self.sink
+        if sink is None:
+            self.results.put_nowait(result)
+            return
+        try:
+            sink(result)
+        except Exception as error:  # noqa: BLE001 - the caller's callback: end the run with it
+            raise _SinkFailed(error) from None
+        self.credits.release()
+
+
+def _start(
+    session: Session,
+    items: Iterable[Any] | AsyncIterable[Any],
+    to_item: Callable[[int, Any], WorkItem],
+    writer: JournalWriter | None,
+    stop: asyncio.Event | None,
+    sink: Callable[[UpdateResult], None] | None,
+) -> tuple[_Run, list[asyncio.Task[None]]]:
+    workers_count = session.max_concurrency
+    run = _Run(
+        session,
+        writer,
+        pull=async_puller(items),
+        pull_now=sync_puller(items),
+        to_item=to_item,
+        stop=stop,
+        workers=workers_count,
+        credits=Credits(
+            workers_count * (WINDOW_FACTOR if writer is None else JOURNAL_WINDOW_FACTOR)
+        ),
+        sink=sink,
+        over=asyncio.get_running_loop().create_future(),
+    )
+    workers = [asyncio.create_task(run.work()) for _ in range(workers_count)]
+    if writer is not None:
+        writer.window = max(1, workers_count // 2)  # fsync about twice per round of requests
+        if run.pull_now is None:
+            workers.append(asyncio.create_task(run.produce()))
+    return run, workers
+
+
+async def _wind_up(run: _Run, workers: list[asyncio.Task[None]], abort: list[str] | None) -> None:
+    """Stop the workers, close the journal (its pending lines written), note an abort."""
+    for worker in workers:
+        worker.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    writer = run.writer
+    if writer is not None:
+        await writer.aclose()
+        if writer.error is not None and run.abort_reason is None:
+            run.abort_reason = f"JournalError: {writer.error}"  # outcomes left unwritten
+    if abort is not None and run.abort_reason is not None:
+        abort.append(run.abort_reason)
 
 
 async def stream_items(
@@ -284,21 +340,7 @@ async def stream_items(
 ) -> AsyncIterator[UpdateResult]:
     """Yield one UpdateResult per input item, in completion order; closes ``writer`` at the end.
     ``abort`` (if given) receives the abort reason, if the run was aborted."""
-    workers_count = session.max_concurrency
-    run = _Run(
-        session,
-        writer,
-        pull=_puller(items),
-        pull_now=_pull_now(items),
-        to_item=to_item,
-        stop=stop,
-        credits=asyncio.Semaphore(workers_count * WINDOW_FACTOR),
-        workers=workers_count,
-    )
-    workers = [asyncio.create_task(run.work()) for _ in range(workers_count)]
-    if writer is not None:
-        writer.window = max(1, workers_count // 2)  # fsync about twice per round of requests
-        workers.append(asyncio.create_task(run.produce()))
+    run, workers = _start(session, items, to_item, writer, stop, None)
     try:
         while (result := await run.results.get()) is not None:
             run.credits.release()
@@ -306,34 +348,41 @@ async def stream_items(
         if run.failure is not None:
             raise run.failure
     finally:
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        if writer is not None:
-            await writer.aclose()
-            if writer.error is not None and run.abort_reason is None:
-                run.abort_reason = f"JournalError: {writer.error}"  # outcomes left unwritten
-        if abort is not None and run.abort_reason is not None:
-            abort.append(run.abort_reason)
+        await _wind_up(run, workers, abort)
 
 
 async def collect(
     session: Session,
-    results: Callable[[list[str]], AsyncIterator[UpdateResult]],
+    items: Iterable[Any] | AsyncIterable[Any],
+    to_item: Callable[[int, Any], WorkItem],
     *,
+    writer: JournalWriter | None,
     total: int | None,
     on_progress: ProgressCallback | None,
     stop: asyncio.Event | None,
     on_result: ResultCallback | None = None,
 ) -> tuple[Tally, dict[str, Any]]:
-    """Drive a result stream to its end: the tally and the report fields it yields."""
+    """Run to the end, each result counted (and handed to ``on_result``) as it finishes: the
+    tally and the report fields. An exception from a callback ends the run and is raised."""
     before = session.stats
     tally = Tally(total, on_progress)
+    add = tally.add
+
+    def add_and_hand_over(result: UpdateResult) -> None:
+        add(result)
+        assert on_result is not None
+        on_result(result)
+
     abort: list[str] = []
-    async for result in results(abort):
-        tally.add(result)
-        if on_result is not None:
-            on_result(result)
+    run, workers = _start(
+        session, items, to_item, writer, stop, add if on_result is None else add_and_hand_over
+    )
+    try:
+        await run.over
+        if run.failure is not None:
+            raise run.failure
+    finally:
+        await _wind_up(run, workers, abort)
     tally.report_progress()
     after = session.stats
     delta = (

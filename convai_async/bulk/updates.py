@@ -19,10 +19,11 @@ from ..models import CharacterUpdate
 from ._session import Session
 from .format import new_header
 from .index import JournalIndex, State, fingerprint, index_journal
+from .items import WorkItem, values_of
 from .journal import JournalWriter
 from .reader import read_header
 from .report import BulkReport, ProgressCallback, ResultCallback, UpdateResult, UpdateStatus
-from .runner import WorkItem, collect, stream_items, values_of
+from .runner import collect, stream_items
 
 # The entry points are the client's methods (stream_updates, bulk_update, bulk_set_*).
 __all__: list[str] = []
@@ -136,9 +137,9 @@ async def run_bulk(
     writer, index = open_bulk_journal(journal) if journal is not None else (None, None)
     _, fields = await collect(
         session,
-        lambda abort: stream_items(
-            session, updates, _bulk_item(index), writer=writer, stop=stop, abort=abort
-        ),
+        updates,
+        _bulk_item(index),
+        writer=writer,
         total=total,
         on_progress=on_progress,
         stop=stop,
