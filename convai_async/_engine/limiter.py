@@ -268,12 +268,8 @@ class AdaptiveLimiter:
         if self._refused_since is not None:
             self._refused_since = None
             self.store_state(on_success(self.load_state()))
-        if sent_at is not None:
-            window = self._window
-            limit = window.limit
-            window.succeeded(sent_at, now, self._sending)
-            if window.limit > limit:
-                self._wake()
+        if sent_at is not None and self._window.succeeded(sent_at, now, self._sending):
+            self._wake()
 
     def on_rate_limited(self, retry_after: float | None, sent_at: float) -> None:
         now = self._clock()

@@ -50,14 +50,16 @@ class SendWindow:
         "_refused",
         "confirmed",
         "latency",
+        "limit",
         "size",
     )
 
     def __init__(self, max_concurrency: int) -> None:
         self._max = max_concurrency
         self.size = float(max_concurrency)
+        self.limit = max_concurrency  # int(size): requests at the server at once
         self.latency: float | None = None  # moving average, seconds from send to success
-        self._levels: dict[float, list[int]] = {}  # send time -> levels sent at that time
+        self._levels: dict[float, int | list[int]] = {}  # send time -> level(s) sent then
         self._refusals: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
         self._ok = [0.0] * (max_concurrency + 1)  # successes per level, fading
         self._refused = [0.0] * (max_concurrency + 1)
@@ -65,10 +67,6 @@ class SendWindow:
         self._plateau = MIN_PLATEAU
         self._cap = 0  # the cap last found (0: none)
         self.confirmed = False  # the last cap found was where it had been found before
-
-    @property
-    def limit(self) -> int:
-        return max(1, int(self.size))
 
     @property
     def capped(self) -> bool:
@@ -83,25 +81,36 @@ class SendWindow:
 
     def sent(self, sent_at: float, level: int) -> None:
         levels = self._levels
-        if len(levels) >= MAX_LEVELS:
-            levels.clear()
         same_time = levels.get(sent_at)
-        if same_time is None:
-            levels[sent_at] = [level]
+        if same_time is None:  # the common case: one send at a time
+            if len(levels) >= MAX_LEVELS:
+                levels.clear()
+            levels[sent_at] = level
+        elif isinstance(same_time, int):
+            levels[sent_at] = [same_time, level]
         else:
             same_time.append(level)
 
-    def succeeded(self, sent_at: float, now: float, sending: int) -> None:
-        self._ok[self._answered(sent_at, now, ok=True)] += 1.0
+    def succeeded(self, sent_at: float, now: float, sending: int) -> bool:
+        """A success; True when the window has grown by a slot."""
+        latency = now - sent_at
+        average = self.latency
+        self.latency = latency if average is None else average + SMOOTHING * (latency - average)
+        self._ok[self._level(sent_at)] += 1.0
         size = self.size
-        if size < self._max and now >= self._hold_until and sending + 1 >= int(size):
-            self.size = min(float(self._max), size + 1.0 / size)  # probing for more room
+        if size < self._max and now >= self._hold_until and sending + 1 >= self.limit:
+            self.size = size = min(float(self._max), size + 1.0 / size)  # probing for room
+            if int(size) > self.limit:
+                self.limit = int(size)
+                return True
+        return False
 
     def refused(self, sent_at: float, now: float, pause: float, *, counted: bool) -> bool:
         """A 429 to the request sent at ``sent_at``: True when the answers say concurrency cap
         (the window has closed on it), False when they say rate or the 429 is not ``counted``
         (sent before the last reaction: the same overload seen late)."""
-        level = self._answered(sent_at, now, ok=False)
+        level = self._level(sent_at)
+        self._refusals.append((now, sent_at))
         self._refused[level] += 1.0
         if not counted:
             return False
@@ -118,6 +127,7 @@ class SendWindow:
         self._plateau = min(MAX_PLATEAU, self._plateau * 2.0) if same else MIN_PLATEAU
         self._cap = cap
         self.size = float(cap)
+        self.limit = cap
         self._hold_until = now + pause + max(self._plateau, min(MAX_PLATEAU, PROBE_COST * pause))
         return True
 
@@ -158,24 +168,25 @@ class SendWindow:
         self._ok = [count / 2.0 for count in self._ok]
         self._refused = [count / 2.0 for count in self._refused]
 
-    def _answered(self, sent_at: float, now: float, *, ok: bool) -> int:
-        if ok:  # a refusal comes back sooner than the work: not the latency that sets capacity
-            latency = now - sent_at
-            average = self.latency
-            self.latency = latency if average is None else average + SMOOTHING * (latency - average)
-        same_time = self._levels.get(sent_at)
-        if not same_time:
-            return 0
-        level = same_time.pop()
-        if not same_time:
-            del self._levels[sent_at]
-        # Requests in flight when this one was sent but refused since did not hold a place
-        # at the server: they do not count in its level.
-        for answered_at, refused_sent_at in reversed(self._refusals):
-            if answered_at <= sent_at:
-                break
-            if refused_sent_at < sent_at:
-                level -= 1
-        if not ok:
-            self._refusals.append((now, sent_at))
+    def _level(self, sent_at: float) -> int:
+        """The level of the request sent at ``sent_at``, forgotten now it is answered."""
+        levels = self._levels
+        same_time = levels.pop(sent_at, 0)
+        if isinstance(same_time, list):
+            level = same_time.pop()
+            if same_time:
+                levels[sent_at] = same_time
+        else:
+            level = same_time
+            if not level:
+                return 0  # not recorded: counted nowhere (level 0)
+        refusals = self._refusals
+        if refusals and refusals[-1][0] > sent_at:
+            # Requests in flight when this one was sent but refused since did not hold a
+            # place at the server: they do not count in its level.
+            for answered_at, refused_sent_at in reversed(refusals):
+                if answered_at <= sent_at:
+                    break
+                if refused_sent_at < sent_at:
+                    level -= 1
         return max(1, min(level, self._max))
