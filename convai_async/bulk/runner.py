@@ -309,7 +309,7 @@ def _start(
     )
     workers = [asyncio.create_task(run.work()) for _ in range(workers_count)]
     if writer is not None:
-        writer.window = max(1, workers_count // 2)  # fsync about twice per round of requests
+        writer.window = workers_count  # fsync about once per round of requests (read ahead)
         if run.pull_now is None:
             workers.append(asyncio.create_task(run.produce()))
     return run, workers
