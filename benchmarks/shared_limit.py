@@ -113,6 +113,8 @@ async def _work(url: str, first: int, count: int, total: int, redis_url: str | N
         if shared is not None:
             row["round_trips"] = shared.round_trips
             row["round_trip_ms"] = 1000 * shared.round_trip_seconds / max(1, shared.round_trips)
+            row["timeouts"] = shared.timeouts
+            row["late_answers"] = shared.late_answers
     return row
 
 
@@ -222,6 +224,8 @@ def bulk_run(items: int, redis_url: str | None, during: Any = None) -> tuple[Row
         summary["round_trip_ms"] = sum(r.get("round_trip_ms", 0) for r in rows) / len(rows)
         summary["warnings_per_process"] = [len(row["warnings"]) for row in rows]
         summary["failures_per_process"] = [row["shared_limit_failures"] for row in rows]
+        summary["timeouts_per_process"] = [row.get("timeouts") for row in rows]
+        summary["late_answers_per_process"] = [row.get("late_answers") for row in rows]
         summary["status_at_end"] = [row["shared_limit"] for row in rows]
     return summary, rows
 

@@ -9,7 +9,7 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,17 +22,12 @@ from convai_async.cli import make_client
 from convai_async.cli.parser import build_parser
 from convai_async.errors import ValidationError
 
-from .redis_server import RedisServer, running_redis
+from .redis_server import RedisServer, serve_redis, until
 
 KEY = "canary-convai-key-7f3a9c"
 GUARD = 60.0  # hang guard for waits on a condition; a correct run never comes near it
 GENEROUS = 2.0  # an operation timeout no busy machine reaches, where failing open is not tested
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
+redis_server = pytest.fixture(serve_redis)
 
 
 @pytest.fixture
@@ -56,15 +51,6 @@ def make(
     limit = SharedLimit.from_url(server.url, KEY, operation_timeout=timeout, **options)
     made.append(limit)
     return limit
-
-
-async def until(condition: Any, what: str) -> None:
-    """Wait for a condition the code under test brings about in the background (hang-guarded)."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + GUARD
-    while not condition():
-        assert loop.time() < give_up, f"hang guard: {what}"
-        await asyncio.sleep(0.01)
 
 
 # -- keys and the optional import --------------------------------------------------------------

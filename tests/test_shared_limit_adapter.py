@@ -4,10 +4,8 @@ common path."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,16 +14,11 @@ from convai_async._engine.controller import OPEN, STEADY, RateState
 from convai_async._engine.shared import SharedAdaptiveLimiter, SharedLimit, shared_keys
 from convai_async._engine.shared.adapter import from_shared, to_shared
 
-from .redis_server import RedisServer, running_redis
+from .redis_server import RedisServer, serve_redis, until
 
 KEY = "canary-convai-key-adapter"
 GUARD = 60.0  # hang guard only
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
+redis_server = pytest.fixture(serve_redis)
 
 
 @pytest.fixture
@@ -41,14 +34,6 @@ def make(server: RedisServer, made: list[SharedAdaptiveLimiter]) -> SharedAdapti
     limiter = SharedAdaptiveLimiter(shared=shared, max_concurrency=4)
     made.append(limiter)
     return limiter
-
-
-async def until(condition: Any, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + GUARD
-    while not condition():
-        assert loop.time() < give_up, f"hang guard: {what}"
-        await asyncio.sleep(0.005)
 
 
 async def test_states_travel_in_redis_time(

@@ -22,17 +22,10 @@ from typing import Any
 
 from ...errors import ValidationError
 from .keys import DEFAULT_PREFIX, SharedKeys, shared_keys
-from .link import CONNECTING, DEFAULT_OPERATION_TIMEOUT, FALLBACK, SHARED, RedisLink
+from .link import DEFAULT_OPERATION_TIMEOUT, RedisLink
 from .scripts import PAUSE, PUBLISH, RESERVE, read_event, read_published, read_reservation
 
-__all__ = [
-    "CONNECTING",
-    "DEFAULT_BATCH",
-    "DEFAULT_OPERATION_TIMEOUT",
-    "FALLBACK",
-    "SHARED",
-    "SharedLimit",
-]
+__all__ = ["DEFAULT_BATCH", "SharedLimit"]
 
 DEFAULT_BATCH = 4  # most slots reserved per round trip
 BATCH_SECONDS = 0.02  # ...and at most this much of the shared rate
@@ -93,6 +86,10 @@ class SharedLimit:
         )
         self._local_tat = 0.0
         self._refilling: asyncio.Task[None] | None = None
+        # what to publish, the newest only (a burst of 429s must not become a burst of writes)
+        self._pause_to_send = 0.0  # local time
+        self._state_to_send: tuple[int, Mapping[str, Any]] | None = None  # (based on, state)
+        self._publishing: asyncio.Task[None] | None = None
         self._last_hello = -HELLO_EVERY
         self.round_trips = 0
         self.round_trip_seconds = 0.0
@@ -131,6 +128,17 @@ class SharedLimit:
     def failures(self) -> int:
         """Redis operations that failed or timed out (each one failed open)."""
         return self._link.failures
+
+    @property
+    def timeouts(self) -> int:
+        """Of the failures: operations Redis did not answer in time."""
+        return self._link.timeouts
+
+    @property
+    def late_answers(self) -> int:
+        """Answers read after the timeout had passed on the event loop's clock: the loop's lag
+        (a blocked or starved loop), not Redis's, so none of them is a failure."""
+        return self._link.late
 
     @property
     def live_processes(self) -> int:
@@ -221,17 +229,9 @@ class SharedLimit:
 
     async def _refill(self, rate: float | None, burst: int, want: int | None = None) -> None:
         if want is None:
-            want = (
-                self._batch if rate is None else max(1, min(self._batch, int(rate * BATCH_SECONDS)))
-            )
-        args = [
-            rate or 0,
-            burst,
-            want,
-            self._id,
-            int(HEARTBEAT_TTL * _MICROS),
-            self._version,
-        ]
+            want = self._batch if rate is None else min(self._batch, int(rate * BATCH_SECONDS))
+            want = max(1, want)
+        args = [rate or 0, burst, want, self._id, int(HEARTBEAT_TTL * _MICROS), self._version]
         started = self._clock()
         reply = await self._link.run(self._reserve, self._keys.all(), args)
         if reply is None:
@@ -278,12 +278,31 @@ class SharedLimit:
     def pause(self, seconds: float) -> None:
         """Pause every process for ``seconds`` (after a 429); our held slots predate it."""
         self._slots.clear()
-        self._paused_until = max(self._paused_until, self._clock() + seconds)
-        self._link.spawn(self._publish_pause(seconds))
+        until = self._clock() + seconds
+        self._paused_until = max(self._paused_until, until)
+        self._pause_to_send = max(self._pause_to_send, until)
+        self._start_publishing()
 
-    async def _publish_pause(self, seconds: float) -> None:
+    def _start_publishing(self) -> None:
+        """One publisher at a time, sending the newest pause, then the newest state."""
+        if self._publishing is None or self._publishing.done():
+            self._publishing = self._link.spawn(self._send_pending())
+
+    async def _send_pending(self) -> None:
         if not self._link.ready:
             await self._link.connect()
+        while True:
+            now = self._clock()
+            if self._pause_to_send > now:
+                seconds, self._pause_to_send = self._pause_to_send - now, 0.0
+                await self._publish_pause(seconds)
+            elif self._state_to_send is not None:
+                (based_on, state), self._state_to_send = self._state_to_send, None
+                await self._publish_state(based_on, state)
+            else:
+                return
+
+    async def _publish_pause(self, seconds: float) -> None:
         started = self._clock()
         args = [int(seconds * _MICROS), self._keys.events]
         reply = await self._link.run(self._pause, [self._keys.pause], args)
@@ -303,7 +322,11 @@ class SharedLimit:
         it was computed from; when another process was first, theirs is adopted)."""
         if self._offset_known:  # else its times are not yet in Redis time: keep it local
             self._state = state
-            self._link.spawn(self._publish_state(self._version, state))
+            self._offer(self._version, state)
+
+    def _offer(self, based_on: int, state: Mapping[str, Any]) -> None:
+        self._state_to_send = (based_on, state)  # replaces one not yet sent
+        self._start_publishing()
 
     def take_newer_state(self) -> Mapping[str, Any] | None:
         """A state another process published since the last call, or None."""
@@ -313,8 +336,6 @@ class SharedLimit:
         return state
 
     async def _publish_state(self, based_on: int, state: Mapping[str, Any]) -> None:
-        if not self._link.ready:
-            await self._link.connect()
         blob = json.dumps(state, separators=(",", ":"))
         args = [based_on, blob, int(STATE_TTL * 1000), self._keys.events]
         reply = await self._link.run(self._publish, [self._keys.state], args)
@@ -332,7 +353,7 @@ class SharedLimit:
         elif version < self._version and self._state is not None:
             # Redis lost the state (restarted): offer ours again
             self._version = version
-            self._link.spawn(self._publish_state(version, self._state))
+            self._offer(version, self._state)
 
     # -- the link's callbacks -------------------------------------------------------------------
 
@@ -361,7 +382,7 @@ class SharedLimit:
         self._last_hello = -HELLO_EVERY
         self.keep_alive()
         if self._state is not None:  # learnt while away (or lost by a restarted Redis)
-            self._link.spawn(self._publish_state(self._version, self._state))
+            self._offer(self._version, self._state)
 
     # -- lifetime -------------------------------------------------------------------------------
 
