@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -196,9 +197,7 @@ def measure(behaviour: str, style: str, peer: str, count: int, limit_s: float) -
     finally:
         server.terminate()
         server.wait(10)
-    limit = BEHAVIOURS[behaviour][1]
-    rate = limit.get("rate", RATE)
-    ideal = count / rate
+    ideal = ideal_seconds(behaviour, count)
     return {
         "behaviour": behaviour,
         "style": style,
@@ -213,6 +212,13 @@ def measure(behaviour: str, style: str, peer: str, count: int, limit_s: float) -
         "failed": failed,
         "timed_out": timed_out,
     }
+
+
+def ideal_seconds(behaviour: str, count: int) -> float:
+    """The time at the limit, less what a background tenant takes of it while it runs."""
+    _, parameters, tenant_rate = BEHAVIOURS[behaviour]
+    rate = parameters.get("rate", RATE)
+    return (count + tenant_rate * TENANT_SECONDS) / rate
 
 
 def server_counts(url: str) -> dict[str, int]:
@@ -242,13 +248,18 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_results(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    text = table(rows)
+    styles = list(dict.fromkeys(row["style"] for row in rows))
+    text = "\n\n".join(
+        f"Retry-After style {style!r}:\n\n" + table([r for r in rows if r["style"] == style])
+        for style in styles
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "rate_control.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
     (RESULTS / "rate_control.md").write_text(
         f"Run {meta['run_at']}: {meta['items']} items (twice that for the 10 s window), limit "
-        f"{RATE:g}/s, {CONCURRENCY} in flight, Retry-After style {meta['style']!r}, at most "
-        f"{meta.get('limit_s', '?')} s per run.\n\n{text}\n"
+        f"{RATE:g}/s, {CONCURRENCY} in flight, at most {meta.get('limit_s', '?')} s per run, "
+        f"load average before the run {meta.get('load', '?')}. Ideal: items / limit (the tenant "
+        f"row adds the {TENANT_SECONDS:g} s the tenant uses half the limit).\n\n{text}\n"
     )
     return text
 
@@ -257,7 +268,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--serve", nargs=2, metavar=("BEHAVIOUR", "STYLE"))
     parser.add_argument("--items", type=int, default=4000)
-    parser.add_argument("--style", default="seconds", choices=limits.RETRY_AFTER_STYLES)
+    parser.add_argument(
+        "--style", nargs="*", default=["decimal", "seconds"], choices=limits.RETRY_AFTER_STYLES
+    )
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--peers", nargs="*", default=list(PEERS))
     parser.add_argument("--limit", type=float, default=240.0, help="seconds per run, at most")
@@ -272,14 +285,16 @@ def main() -> None:
         print(write_results(saved, rows))
         return
     rows = []
-    for behaviour in args.only or BEHAVIOURS:
-        count = args.items * (2 if behaviour == "fixed window 10s" else 1)
-        for peer in args.peers:
-            row = measure(behaviour, args.style, peer, count, args.limit)
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+    load = " ".join(f"{value:.1f}" for value in os.getloadavg())
+    for style in args.style:
+        for behaviour in args.only or BEHAVIOURS:
+            count = args.items * (2 if behaviour == "fixed window 10s" else 1)
+            for peer in args.peers:
+                row = measure(behaviour, style, peer, count, args.limit)
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    meta = {"run_at": stamp, "items": args.items, "style": args.style, "rate": RATE}
+    meta = {"run_at": stamp, "items": args.items, "styles": args.style, "rate": RATE, "load": load}
     print(write_results({**meta, "limit_s": args.limit}, rows))
 
 

@@ -192,24 +192,39 @@ def test_a_429_while_probing_sets_the_good_rate_and_one_confirming_it_waits_long
     assert probed is not None
     assert probed > 200.0
     after = on_rate_limited(state, now=12.52, sent_at=sent_at, retry_after=1.0, accepted=accepted)
-    assert after.good == pytest.approx(min(probed, 202.0))
+    # Just under the rate refused: 202 were accepted per second before it, a floor that high
+    assert after.good == pytest.approx(controller.CEILING * probed)
+    assert after.floor == pytest.approx(controller.CEILING * probed)
     assert after.base == pytest.approx(controller.BACKOFF * after.good)
     assert after.paused_until == pytest.approx(13.52)
     assert after.epoch_started == after.paused_until
     assert after.plateau == 4.0  # the same limit again: probe half as often
 
 
-def test_a_429_under_the_good_rate_takes_what_was_accepted() -> None:
+def test_a_429_under_the_good_rate_lowers_it_at_most_deep_at_once_towards_what_was_accepted() -> (
+    None
+):
     state = RateState(
         phase=controller.STEADY, base=184.0, good=200.0, epoch_started=10.0, plateau=8.0,
         reacted_at=9.0,
     )  # fmt: skip
     accepted = Accepted(tail=200, tail_seconds=2.0, cycle=300)  # a tenant took half
+    refused_at = rate_at(state, 12.9)
+    assert refused_at is not None
     after = on_rate_limited(state, now=13.0, sent_at=12.9, retry_after=None, accepted=accepted)
-    assert after.good == pytest.approx(100.0)
+    assert after.floor == pytest.approx(100.0)  # accepted per second over the last 2 s
+    assert after.good == pytest.approx(controller.DEEP * refused_at)
     assert after.plateau == controller.MIN_PLATEAU
     assert after.paused_until == pytest.approx(13.0 + controller.QUIET_SECONDS)
     assert after.quiet == 2 * controller.QUIET_SECONDS  # 429s without Retry-After: longer
+    # Refused again at the new rate: the floor stands, and the rate closes in on it
+    sent_at = after.epoch_started + 1.5
+    again_at = rate_at(after, sent_at)
+    assert again_at is not None
+    again = on_rate_limited(
+        after, now=sent_at + 0.01, sent_at=sent_at, retry_after=None, accepted=Accepted(5, 0.2, 5)
+    )
+    assert 100.0 <= again.good < again_at
 
 
 def test_a_long_pause_makes_the_cycle_the_measure() -> None:

@@ -4,27 +4,31 @@ No I/O, no clock, no asyncio: every function takes the time it is told and retur
 :class:`RateState`, so the state can live anywhere. The local limiter keeps one in memory; a
 shared limiter (issue 13) can keep it in Redis and apply the same transitions there.
 
-The controller does not model the server. Its signal is the **accepted rate**: how many
-requests the server accepted per second over the recent past. Under overload every limiter
-that counts requests (token bucket, GCRA, fixed or sliding window) accepts its limit and refuses
-the rest, so the accepted rate at the moment of a 429 is the limit, whatever the algorithm.
+The controller does not model the server. Its signals hold for every limiter that counts
+requests (token bucket, GCRA, fixed or sliding window): pacing steadily above the limit ends in
+a 429, so **a rate refused is an upper bound**; and a rate the server **accepted** for a second
+or more, or over a whole cycle with its pause, is a lower bound (a floor). Each 429 narrows
+the gap between the two.
 
 * ``open``: no 429 yet, no pacing.
 * ``slow start``: after the first 429, from a safe low rate (what was accepted per second,
   counting the pause), doubling every ``SLOW_START_DOUBLING`` seconds until the next 429.
-* ``steady``: after a 429 the last good rate ``good`` is the accepted rate: over the last
-  ``TAIL_SECONDS`` of sending; over the whole cycle when the server's pause dwarfed the sending (a
-  10 s window's quota); and after a short epoch (a refilled burst, a window's fresh quota), between
-  the accepted count over the sending and over sending plus pause. A slow start's 429 takes
-  ``SLOW_START_SHARE`` of the rate it was refused at. Pacing restarts at ``BACKOFF`` x ``good`` and
-  climbs back towards ``good`` along a CUBIC curve, levelling off after ``plateau`` seconds; past
-  that it probes beyond ``good``, slowly at first and then fast (a freed limit is found in
-  seconds). A 429 that confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a
-  known limit is probed ever more rarely; a different limit starts again from ``MIN_PLATEAU``.
-  A whole window's quota counted over the window is exact: its plateau is ``MAX_PLATEAU`` at
-  once (probing beyond it would only spend the next window's quota early). A 429 when nothing
-  was accepted since sending resumed (the quota is not back yet) teaches nothing about the
-  rate: the last good rate stands.
+* ``steady``: after a paced 429, the new last good rate ``good`` lies between the rate refused
+  (an upper bound: pacing steadily above any counting limiter's rate ends in a 429) and the
+  best **floor** known (a lower bound): the rate paced for ``HOLD`` seconds without a 429, what
+  the whole last cycle was accepted at with its pause (a refilled bucket or a fresh window
+  cannot give more than the pause refilled), or the previous floor unless refused at. It is
+  their geometric middle, at most ``CEILING`` and at least ``DEEP`` times the rate refused, so
+  a far overshoot (a slow start through a fresh window's quota) is undone in a few 429s and a
+  near one costs a few percent. Pacing restarts at ``BACKOFF`` x ``good`` and climbs back
+  towards ``good`` along a CUBIC curve, levelling off after ``plateau`` seconds; past that it
+  probes beyond ``good``, slowly at first and then fast (a freed limit is found in seconds). A
+  429 that confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a known
+  limit is probed ever more rarely, and the plateau is never shorter than ``PROBE_COST`` times
+  the pause a probe's 429 costs (a whole-second Retry-After makes probing dear). A whole
+  window's quota counted over a long window is exact: its plateau is ``MAX_PLATEAU`` at once. A
+  429 when nothing was accepted since sending resumed (the quota is not back yet) teaches
+  nothing about the rate: the last good rate stands.
 
 A 429 counts once per epoch (an epoch begins when sending resumes after a reaction): refusals
 of requests sent earlier are the same overload seen late.
@@ -56,9 +60,11 @@ __all__ = [
 
 OPEN, SLOW_START, STEADY = "open", "slow start", "steady"
 BACKOFF = 0.92  # restart at this fraction of the last good rate
-SHRINK = 0.85  # refused under the last good rate, too soon to measure
+CEILING = 0.97  # of a rate refused
+PROBE_COST = 4.0  # seconds of plateau per second of pause a probe may cost
+DEEP = 0.8  # a 429 lowers the rate by at most this factor at once
+HOLD = 1.0  # seconds a rate is held without a 429 to count as a floor
 SLOW_START_DOUBLING = 0.1  # seconds
-SLOW_START_SHARE = 0.8  # of the rate a slow start was refused at
 MIN_SLOW_START = 4.0  # requests per second
 MIN_PLATEAU = 2.0  # seconds from a 429 until the rate is back at the last good rate
 MAX_PLATEAU = 16.0
@@ -67,7 +73,6 @@ SAME_LIMIT = 0.06  # a new estimate within this fraction of the last confirms it
 QUIET_SECONDS = 0.15  # the pause after a 429 without Retry-After; doubles while they persist
 MAX_QUIET_SECONDS = 2.0
 TAIL_SECONDS = 2.0  # the accepted rate is measured over this much sending before a 429
-MIN_TAIL_SECONDS = 0.5  # shorter than this, the tail says more about bursts than rates
 MIN_RATE = 0.5
 LONG_PAUSE = 2.0  # a pause this long is a window's quota spent, not a burst
 MAX_RATE = 1e6
@@ -86,7 +91,8 @@ class Accepted:
 @frozen
 class RateState:
     """The learnt state. ``base`` is the rate when the epoch began, ``good`` the last good rate
-    (0: none yet); times are on the clock the caller passes."""
+    (0: none yet), ``floor`` the best rate known to be under the limit (0: none); times are on
+    the clock the caller passes."""
 
     phase: str = OPEN
     base: float = 0.0
@@ -96,6 +102,7 @@ class RateState:
     paused_until: float = 0.0
     plateau: float = MIN_PLATEAU
     quiet: float = QUIET_SECONDS
+    floor: float = 0.0
 
 
 def rate_at(state: RateState, now: float) -> float | None:
@@ -134,12 +141,10 @@ def on_rate_limited(
     since = now - state.reacted_at if state.reacted_at is not None else None
     sending = now - state.epoch_started
     cycle_rate = accepted.cycle / max(since if since is not None else sending, 1.0)
-    tail_rate = (
-        accepted.tail / accepted.tail_seconds if accepted.tail_seconds >= MIN_TAIL_SECONDS else None
-    )
     sent_rate = rate_at(state, sent_at)
     phase, good, plateau = state.phase, state.good, state.plateau
     counted_window = False  # the estimate is a whole window's quota over the window
+    floor = state.floor
     if (
         accepted.cycle
         and since is not None
@@ -155,27 +160,9 @@ def on_rate_limited(
         estimate = good
     elif sent_rate is None:
         estimate = None  # unpaced: what was accepted says more about bursts than rates
-    elif state.phase == SLOW_START:
-        estimate = SLOW_START_SHARE * sent_rate  # between the doubling before and this one
-    elif sent_rate >= good:
-        # Probing beyond the last good rate found the limit: what was accepted, when there was
-        # enough sending to tell (a burst the server allowed lets the probe overshoot).
-        estimate = sent_rate if tail_rate is None else min(sent_rate, tail_rate)
     else:
-        # Refused under the last good rate: less room now (another tenant), or the last
-        # estimate was high. What was accepted is the room left; without enough sending to
-        # tell, a multiplicative decrease.
-        if tail_rate is not None:
-            estimate = min(sent_rate, tail_rate)
-        else:
-            # A short epoch: the server accepted ``tail`` in ``tail_seconds`` of sending after
-            # ``paused`` seconds of pause. The limit lies between that count over the sending
-            # (a refilled burst makes it high) and over sending and pause (low); take the
-            # geometric middle, but shrink by at least SHRINK.
-            paused = max(0.0, (since or 0.0) - sending)
-            low = accepted.tail / max(accepted.tail_seconds + paused, 1e-3)
-            high = accepted.tail / max(accepted.tail_seconds, 1e-3)
-            estimate = max(low, min(SHRINK * sent_rate, math.sqrt(low * high)))
+        floor = _floor(state, accepted, sent_rate, cycle_rate if since and since >= HOLD else 0.0)
+        estimate = min(CEILING * sent_rate, max(DEEP * sent_rate, math.sqrt(floor * sent_rate)))
     if estimate is None:
         # Nothing to go on yet: slow start from a safe low rate.
         phase = SLOW_START
@@ -183,6 +170,7 @@ def on_rate_limited(
     else:
         same = good > 0 and abs(estimate - good) <= SAME_LIMIT * good
         plateau = min(MAX_PLATEAU, plateau * 2.0) if same else MIN_PLATEAU
+        plateau = max(plateau, min(MAX_PLATEAU, PROBE_COST * pause))
         if counted_window:
             # A whole window's quota counted over the window: exact, and a probe beyond it
             # would only spend the next window's quota early. Probe rarely.
@@ -198,7 +186,20 @@ def on_rate_limited(
         paused_until=paused_until,
         plateau=plateau,
         quiet=quiet,
+        floor=floor,
     )
+
+
+def _floor(state: RateState, accepted: Accepted, refused_at: float, cycle_rate: float) -> float:
+    """The best rate known to be under the limit, after a 429 at ``refused_at``: what was
+    accepted per second over the last ``HOLD`` seconds or more of sending (all of it, before
+    this first 429 of the epoch: sent, not merely allowed), what the last whole cycle (pause
+    included) was accepted at, or the previous floor unless this 429 came at or under it."""
+    held = accepted.tail / accepted.tail_seconds if accepted.tail_seconds >= HOLD else 0.0
+    candidates = [held, cycle_rate]
+    if state.floor < refused_at:
+        candidates.append(state.floor)
+    return min(max(candidates), CEILING * refused_at)
 
 
 def on_success(state: RateState) -> RateState:
