@@ -133,6 +133,19 @@ async def test_every_process_draws_its_slots_from_one_gcra(raw: Any) -> None:
     assert gaps == pytest.approx([0.01] * len(gaps), abs=1e-6)  # whole microseconds
 
 
+async def test_slots_booked_at_a_slow_rate_are_rebooked_when_it_rises(raw: Any) -> None:
+    keys = shared_keys(KEY).all()
+    reserve = raw.register_script(RESERVE)
+
+    async def book(rate: float, want: int) -> Any:
+        return read_reservation(await reserve(keys=keys, args=[rate, 1, want, "a", 5_000_000, 0]))
+
+    slow = await book(4.0, 8)  # two seconds of a slow start's first rate booked ahead
+    assert slow.slots()[-1] - slow.now == pytest.approx(7 * 0.25)
+    fast = await book(1000.0, 1)  # the rate has risen 250-fold: so has the booking
+    assert fast.first_slot - fast.now <= 8 * 0.001  # not 2 s, whatever the time between
+
+
 async def test_a_pause_holds_every_reservation_until_it_ends(raw: Any) -> None:
     keys = shared_keys(KEY)
     pause = raw.register_script(PAUSE)
@@ -168,6 +181,20 @@ async def test_one_process_pause_reaches_the_others_at_once(
     turn.cancel()
     with pytest.raises(asyncio.CancelledError):
         await turn
+
+
+async def test_held_slots_are_rebooked_when_the_rate_rises(
+    redis_server: RedisServer, limits: list[SharedLimit]
+) -> None:
+    limit = make(redis_server, limits)
+    clock = asyncio.get_running_loop().time
+    assert await limit.connect()
+    await limit.drain()  # its first hello (reserving nothing)
+    assert await limit.try_turn(4.0, 1, clock()) == 0.0  # and the next slot booked, 0.25 s on
+    await limit.drain()
+    assert len(limit._slots) == 1
+    wait = await limit.try_turn(1000.0, 1, clock())  # a slow start has doubled 8 times since
+    assert wait <= 0.25 / 250 + 1e-6
 
 
 async def test_learnt_state_is_shared_with_compare_and_set(

@@ -76,7 +76,7 @@ async def test_a_blocked_event_loop_is_not_taken_for_a_slow_redis(
         await asyncio.wait_for(limit.wait_turn(100.0, 4), GUARD)
     sync.close()
     assert blocked == 3
-    assert limit._link.late == 3  # each answer was read after the deadline on the loop's clock
+    assert limit.link.late == 3  # each answer was read after the deadline on the loop's clock
     assert limit.failures == 0
     assert limit.status == SHARED
     assert limit.round_trips == 4  # the hello, and each reservation was used
@@ -99,7 +99,7 @@ async def test_a_stopped_redis_process_fails_open_once_and_shares_again(
             limit._slots.clear()  # every turn asks Redis, as a busy process would
             await asyncio.wait_for(limit.wait_turn(400.0, 4), GUARD)
         assert limit.status == FALLBACK
-        assert limit._link.timeouts >= SLOW_STRIKES
+        assert limit.link.timeouts >= SLOW_STRIKES
         for _ in range(20):  # still paced, locally, and no more warnings
             await asyncio.wait_for(limit.wait_turn(400.0, 4), GUARD)
     finally:

@@ -34,7 +34,6 @@ STATE_TTL = 86_400.0  # a learnt rate outlives its processes by a day
 SLOT_LEASE = 0.5  # a slot unused this long is dropped
 PREFETCH_AT = 1  # reserve the next slots in the background when this few are left
 HELLO_EVERY = 1.0  # while not pacing: say we are live (and read the clock) this often
-_SHARE_SAMPLES = 512
 _MICROS = 1_000_000
 
 
@@ -71,6 +70,7 @@ class SharedLimit:
         self._pause = redis.register_script(PAUSE)
         self._publish = redis.register_script(PUBLISH)
         self._slots: collections.deque[float] = collections.deque()
+        self._slot_interval = 0.0  # the interval the held slots were booked at (0: unpaced)
         self._paused_until = 0.0  # local clock
         self._offset = 0.0  # Redis time minus local clock
         self._offset_known = False
@@ -81,9 +81,7 @@ class SharedLimit:
         self._live = 1
         self._own_granted = 0
         self._recent_share = 1.0
-        self._shares: collections.deque[tuple[float, int, int]] = collections.deque(
-            maxlen=_SHARE_SAMPLES
-        )
+        self._shares: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=512)
         self._local_tat = 0.0
         self._refilling: asyncio.Task[None] | None = None
         # what to publish, the newest only (a burst of 429s must not become a burst of writes)
@@ -108,13 +106,8 @@ class SharedLimit:
         if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
             raise ValidationError("redis_prefix", "must be a non-empty string without spaces")
         client, error = RedisLink.client_from_url(url, operation_timeout)
-        return cls(
-            client,
-            shared_keys(api_key, prefix),
-            errors=(error,),
-            operation_timeout=operation_timeout,
-            batch=batch,
-        )
+        keys, timeout = shared_keys(api_key, prefix), operation_timeout
+        return cls(client, keys, errors=(error,), operation_timeout=timeout, batch=batch)
 
     # -- what the limiter and stats read --------------------------------------------------------
 
@@ -130,15 +123,9 @@ class SharedLimit:
         return self._link.failures
 
     @property
-    def timeouts(self) -> int:
-        """Of the failures: operations Redis did not answer in time."""
-        return self._link.timeouts
-
-    @property
-    def late_answers(self) -> int:
-        """Answers read after the timeout had passed on the event loop's clock: the loop's lag
-        (a blocked or starved loop), not Redis's, so none of them is a failure."""
-        return self._link.late
+    def link(self) -> RedisLink:
+        """The connection; its counters: ``failures``, ``timeouts`` and ``late`` answers."""
+        return self._link
 
     @property
     def live_processes(self) -> int:
@@ -182,6 +169,8 @@ class SharedLimit:
         taken). The shape of a ``Pacer`` (issue 12's limiter), so it plugs in as one."""
         if self._paused_until > now:
             return self._paused_until - now
+        if rate and self._slot_interval and abs(rate * self._slot_interval - 1.0) > 0.01:
+            self._rebook(now, 1.0 / rate)  # as Redis rebooks the key's slots at the new rate
         for _ in range(2):  # what we hold, else one reservation and look again
             while self._slots and self._slots[0] < now - SLOT_LEASE:
                 self._slots.popleft()
@@ -248,8 +237,18 @@ class SharedLimit:
         if reservation.paused_until:
             local_until = self.to_local_time(reservation.paused_until)
             self._paused_until = max(self._paused_until, local_until)
-        slots = [self.to_local_time(slot) for slot in reservation.slots()]
-        self._slots.extend(slots)
+        if reservation.interval:
+            self._rebook(ended, reservation.interval)
+        self._slots.extend(self.to_local_time(slot) for slot in reservation.slots())
+
+    def _rebook(self, now: float, interval: float) -> None:
+        """The held slots still ahead, moved to ``interval`` (see RESERVE's rescaling)."""
+        if self._slot_interval:
+            scale = interval / self._slot_interval
+            self._slots = collections.deque(
+                slot if slot <= now else now + (slot - now) * scale for slot in self._slots
+            )
+        self._slot_interval = interval
 
     def _local_turn(self, rate: float | None, burst: int, now: float) -> float:
         """While Redis is away: this process's share of the last shared rate, paced locally
