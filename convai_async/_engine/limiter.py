@@ -35,13 +35,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from attrs import evolve
+
 from ..errors import RateLimitPatienceError
-from .controller import Accepted, RateState, on_rate_limited, on_success, rate_at
+from .controller import OPEN, Accepted, RateState, on_rate_limited, on_success, rate_at
+from .window import SendWindow
 
 __all__ = ["DEFAULT_RATE_LIMIT_PATIENCE", "AdaptiveLimiter", "LocalBucket", "Pacer"]
 
 DEFAULT_RATE_LIMIT_PATIENCE = 300.0
-BACKOFF_FACTOR = 0.7
 MAX_PACING_SLEEP = 0.05  # the rate may rise while the head of the line waits: look again
 TAIL_SECONDS = 2.0
 SUCCESS_LOG_SIZE = 1 << 16
@@ -94,10 +96,12 @@ class AdaptiveLimiter:
         self._sleep = sleep
         self._pacer: Pacer = LocalBucket() if pacer is None else pacer
         self._max_concurrency = max_concurrency
-        self._limit = float(max_concurrency)
+        self._window = SendWindow(max_concurrency)
+        self._window_epoch = 0.0  # 429s to sends before this are the cap already reacted to
         self._in_flight = 0  # slots taken, pacing included
         self._sending = 0  # past the pacing: at the server
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._send_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._configured_rate = requests_per_second
         self._burst = burst
         self._patience = rate_limit_patience
@@ -125,7 +129,7 @@ class AdaptiveLimiter:
 
     @property
     def effective_concurrency(self) -> int:
-        return max(1, int(self._limit))
+        return self._window.limit
 
     @property
     def effective_rate(self) -> float | None:
@@ -134,6 +138,9 @@ class AdaptiveLimiter:
         if not self._limited:
             return configured
         rate = rate_at(self.load_state(), self._clock())
+        capacity = self._window.capacity  # a concurrency cap found: what the window lets by
+        if capacity is not None:
+            rate = capacity if rate is None else min(rate, capacity)
         if rate is None:
             return configured
         return rate if configured is None else min(rate, configured)
@@ -166,7 +173,7 @@ class AdaptiveLimiter:
     async def acquire(self) -> float:
         """Wait for a slot, the pacing and any pause; returns the send time to hand back to
         :meth:`on_rate_limited`. Raises RateLimitPatienceError once patience has run out."""
-        if self._waiters or self._in_flight >= self.effective_concurrency:
+        if self._waiters or self._in_flight >= self._max_concurrency:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -184,11 +191,27 @@ class AdaptiveLimiter:
                 self._in_flight -= 1
                 self._wake()
                 raise
-        self._sending += 1
+        if self._send_waiters or self._sending >= self._window.limit:
+            await self._wait_for_window()
+        else:
+            self._sending += 1
         sent_at = self._clock()
+        self._window.sent(sent_at, self._sending)
         if self._first_send is None:
             self._first_send = sent_at
         return sent_at
+
+    async def _wait_for_window(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._send_waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._sending -= 1  # the send was granted as we were cancelled: give it back
+            self._in_flight -= 1
+            self._wake()
+            raise
 
     def release(self) -> None:
         self._in_flight -= 1
@@ -196,8 +219,13 @@ class AdaptiveLimiter:
         self._wake()
 
     def _wake(self) -> None:
-        limit = self.effective_concurrency
-        while self._waiters and self._in_flight < limit:
+        limit = self._window.limit
+        while self._send_waiters and self._sending < limit:
+            waiter = self._send_waiters.popleft()
+            if not waiter.done():
+                self._sending += 1
+                waiter.set_result(None)
+        while self._waiters and self._in_flight < self._max_concurrency:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self._in_flight += 1
@@ -232,15 +260,20 @@ class AdaptiveLimiter:
 
     # -- feedback -------------------------------------------------------------------------------
 
-    def on_success(self) -> None:
-        self._successes.append(self._clock())
+    def on_success(self, sent_at: float | None = None) -> None:
+        """A success; ``sent_at`` (from :meth:`acquire`) lets the send window learn from it."""
+        now = self._clock()
+        self._successes.append(now)
         self._cycle_successes += 1
         if self._refused_since is not None:
             self._refused_since = None
             self.store_state(on_success(self.load_state()))
-        if self._limit < self._max_concurrency and self._in_flight + 1 >= self._limit:
-            self._limit = min(float(self._max_concurrency), self._limit + 1.0 / self._limit)
-            self._wake()
+        if sent_at is not None:
+            window = self._window
+            limit = window.limit
+            window.succeeded(sent_at, now, self._sending)
+            if window.limit > limit:
+                self._wake()
 
     def on_rate_limited(self, retry_after: float | None, sent_at: float) -> None:
         now = self._clock()
@@ -250,6 +283,25 @@ class AdaptiveLimiter:
         if not self._limited:
             self._limited = True
             state = RateState(epoch_started=self._first_send or sent_at)
+        pause = state.quiet if retry_after is None else retry_after
+        counted = sent_at >= max(state.epoch_started, self._window_epoch)
+        if self._window.refused(sent_at, now, pause, counted=counted):
+            # A concurrency cap: the window has closed on it. Found again where it was, the
+            # rate has nothing to learn from it (the pause still holds everyone back).
+            self._window_epoch = now
+            if self._window.confirmed and state.phase != OPEN:
+                # The rate learnt from this cap's 429s was the cap's doing: never below what
+                # the window lets by.
+                capacity = self._window.capacity or 0.0
+                good = max(state.good, capacity)
+                base = state.base if good == state.good else good
+                paused_until = max(state.paused_until, now + pause)
+                self.store_state(evolve(state, good=good, base=base, paused_until=paused_until))
+                return
+        elif sent_at < self._window_epoch:  # the cap reacted to, seen late: only its pause
+            if retry_after is not None and now + pause > state.paused_until:
+                self.store_state(evolve(state, paused_until=now + pause))
+            return
         counted = sent_at >= state.epoch_started
         accepted = self._accepted(now, state) if counted else Accepted(0, 0.0, 0)
         new = on_rate_limited(
@@ -258,7 +310,6 @@ class AdaptiveLimiter:
         self.store_state(new)
         if counted:
             self._cycle_successes = 0
-            self._limit = max(1.0, min(self._limit, self._in_flight + 1.0) * BACKOFF_FACTOR)
 
     def _accepted(self, now: float, state: RateState) -> Accepted:
         start = max(now - TAIL_SECONDS, state.epoch_started)

@@ -355,7 +355,7 @@ class Session:
             if debug:
                 _log_attempt(endpoint, trace, started, response.status, error)
             raise
-        self._limiter.on_success()
+        self._limiter.on_success(sent_at)
         self._retrier.budget.refund()
         self._counters.succeeded += 1
         if debug:

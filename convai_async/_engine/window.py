@@ -1,0 +1,181 @@
+"""How many requests may be at the server at once: the send window, and what 429s say of it.
+
+A server may cap concurrency instead of (or as well as) rate: it refuses a request when more
+than N are in flight. Pacing cannot help there, and a rate learnt from its refusals comes out
+low (the pace's own bursts cross the cap). The two kinds of 429 look different from the
+client: under a concurrency cap, requests sent while more than N were in flight are refused
+and those sent at N or fewer are not; under a rate limit, refusals come at every level. So the
+window records the **level** of each send (how many were at the server, itself included) and
+counts answers per level (halved at each reaction, so old evidence fades). At a 429, it looks
+for a level L with at most ``LOW`` of the requests sent at L or under refused, and at least
+``HIGH`` of those sent above it (``MIN_EVIDENCE`` refusals or more):
+
+* found: a concurrency cap at L. The window closes to L and stays there for a plateau
+  (doubled when the same cap is confirmed, never shorter than ``PROBE_COST`` times the pause),
+  then grows by one slot per window of successes (AIMD's additive increase) until a 429 says
+  where the cap is again;
+* not found: a rate limit. The window opens again (if it was closed) and the rate controller
+  reacts.
+
+No clock and no asyncio: the limiter passes the times and does the waiting.
+"""
+
+from __future__ import annotations
+
+import collections
+
+__all__ = ["SendWindow"]
+
+MIN_PLATEAU = 2.0  # seconds the window holds after a cap is found
+MAX_PLATEAU = 16.0
+PROBE_COST = 4.0  # seconds of plateau per second of pause a probe may cost
+SMOOTHING = 0.1  # of each new latency in the moving average
+LOW = 0.1  # at most this share refused at or under a cap
+HIGH = 0.75  # at least this share refused above it
+MIN_EVIDENCE = 6.0  # refusals above a cap before it is believed
+MAX_LEVELS = 4096  # sends remembered; answers never given (timeouts) are forgotten at this size
+
+
+class SendWindow:
+    """The send window: ``limit`` requests at the server at once, ``max_concurrency`` at most."""
+
+    __slots__ = (
+        "_cap",
+        "_hold_until",
+        "_levels",
+        "_max",
+        "_ok",
+        "_plateau",
+        "_refusals",
+        "_refused",
+        "confirmed",
+        "latency",
+        "size",
+    )
+
+    def __init__(self, max_concurrency: int) -> None:
+        self._max = max_concurrency
+        self.size = float(max_concurrency)
+        self.latency: float | None = None  # moving average, seconds from send to success
+        self._levels: dict[float, list[int]] = {}  # send time -> levels sent at that time
+        self._refusals: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
+        self._ok = [0.0] * (max_concurrency + 1)  # successes per level, fading
+        self._refused = [0.0] * (max_concurrency + 1)
+        self._hold_until = 0.0
+        self._plateau = MIN_PLATEAU
+        self._cap = 0  # the cap last found (0: none)
+        self.confirmed = False  # the last cap found was where it had been found before
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self.size))
+
+    @property
+    def capped(self) -> bool:
+        return self.size < self._max
+
+    @property
+    def capacity(self) -> float | None:
+        """Requests per second the window lets through at the current latency (None: open)."""
+        if not self.capped or not self.latency:
+            return None
+        return self.limit / self.latency
+
+    def sent(self, sent_at: float, level: int) -> None:
+        levels = self._levels
+        if len(levels) >= MAX_LEVELS:
+            levels.clear()
+        same_time = levels.get(sent_at)
+        if same_time is None:
+            levels[sent_at] = [level]
+        else:
+            same_time.append(level)
+
+    def succeeded(self, sent_at: float, now: float, sending: int) -> None:
+        self._ok[self._answered(sent_at, now, ok=True)] += 1.0
+        size = self.size
+        if size < self._max and now >= self._hold_until and sending + 1 >= int(size):
+            self.size = min(float(self._max), size + 1.0 / size)  # probing for more room
+
+    def refused(self, sent_at: float, now: float, pause: float, *, counted: bool) -> bool:
+        """A 429 to the request sent at ``sent_at``: True when the answers say concurrency cap
+        (the window has closed on it), False when they say rate or the 429 is not ``counted``
+        (sent before the last reaction: the same overload seen late)."""
+        level = self._answered(sent_at, now, ok=False)
+        self._refused[level] += 1.0
+        if not counted:
+            return False
+        cap = self._find_cap()
+        known = self._cap
+        if not cap and known and level > known and self._clean_under(known):
+            cap = known  # a probe beyond the known cap found it where it was
+        self._fade()
+        if not cap:
+            if self.capped:
+                self._hold_until = now  # no cap (any more): let the window open again
+            return False
+        same = self.confirmed = cap == self._cap
+        self._plateau = min(MAX_PLATEAU, self._plateau * 2.0) if same else MIN_PLATEAU
+        self._cap = cap
+        self.size = float(cap)
+        self._hold_until = now + pause + max(self._plateau, min(MAX_PLATEAU, PROBE_COST * pause))
+        return True
+
+    def _find_cap(self) -> int:
+        """The level L the answers split at best (at most ``LOW`` refused at L, and at L or
+        under, at least ``HIGH`` above; of those, the widest gap between the two shares), or
+        0."""
+        ok, refused = self._ok, self._refused
+        ok_above, refused_above = sum(ok), sum(refused)
+        ok_under = refused_under = 0.0
+        found, best = 0, 0.0
+        for level in range(1, self._max):
+            ok_under += ok[level]
+            refused_under += refused[level]
+            ok_above -= ok[level]
+            refused_above -= refused[level]
+            if not ok_under or refused_above < MIN_EVIDENCE:
+                continue
+            share_under = refused_under / (ok_under + refused_under)
+            share_above = refused_above / (ok_above + refused_above)
+            top_clean = refused[level] <= LOW * (ok[level] + refused[level])  # the window's top
+            if (
+                top_clean
+                and share_under <= LOW
+                and share_above >= HIGH
+                and share_above - share_under > best
+            ):
+                found, best = level, share_above - share_under
+        return found
+
+    def _clean_under(self, level: int) -> bool:
+        """At most ``LOW`` of the requests sent at ``level`` or under were refused."""
+        ok = sum(self._ok[: level + 1])
+        refused = sum(self._refused[: level + 1])
+        return ok > 0 and refused <= LOW * (ok + refused)
+
+    def _fade(self) -> None:
+        self._ok = [count / 2.0 for count in self._ok]
+        self._refused = [count / 2.0 for count in self._refused]
+
+    def _answered(self, sent_at: float, now: float, *, ok: bool) -> int:
+        if ok:  # a refusal comes back sooner than the work: not the latency that sets capacity
+            latency = now - sent_at
+            average = self.latency
+            self.latency = latency if average is None else average + SMOOTHING * (latency - average)
+        same_time = self._levels.get(sent_at)
+        if not same_time:
+            return 0
+        level = same_time.pop()
+        if not same_time:
+            del self._levels[sent_at]
+        # Requests in flight when this one was sent but refused since did not hold a place
+        # at the server: they do not count in its level.
+        for answered_at, refused_sent_at in reversed(self._refusals):
+            if answered_at <= sent_at:
+                break
+            if refused_sent_at < sent_at:
+                level -= 1
+        if not ok:
+            self._refusals.append((now, sent_at))
+        return max(1, min(level, self._max))

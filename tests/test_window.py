@@ -1,0 +1,126 @@
+"""The send window: a concurrency cap told from a rate limit by the levels refused, pure."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from convai_async._engine import window
+from convai_async._engine.limiter import AdaptiveLimiter
+from convai_async._engine.window import SendWindow
+
+LATENCY = 0.02
+
+
+def answer(win: SendWindow, at: float, level: int, *, ok: bool, counted: bool = False) -> bool:
+    """One request sent at ``at`` with ``level`` at the server, answered LATENCY later."""
+    win.sent(at, level)
+    if ok:
+        win.succeeded(at, at + LATENCY, sending=level - 1)
+        return False
+    return win.refused(at, at + LATENCY, 0.05, counted=counted)
+
+
+def burst(win: SendWindow, at: float, cap: int, sent: int) -> None:
+    """``sent`` requests at once against a server that takes ``cap`` of them at a time."""
+    for level in range(1, sent + 1):
+        answer(win, at + level * 1e-4, level, ok=level <= cap)
+
+
+def test_refusals_only_above_a_level_close_the_window_there() -> None:
+    win = SendWindow(32)
+    burst(win, 0.0, cap=4, sent=32)
+    assert not win.capped
+    assert answer(win, 1.0, 9, ok=False, counted=True)
+    assert (win.limit, win.capped, win.confirmed) == (4, True, False)
+    assert win.capacity == pytest.approx(4 / LATENCY)
+    burst(win, 2.0, cap=4, sent=12)
+    assert answer(win, 3.0, 5, ok=False, counted=True)
+    assert (win.limit, win.confirmed) == (4, True)  # found again where it was
+
+
+def test_refusals_at_every_level_are_a_rate_limit() -> None:
+    win = SendWindow(32)
+    for second in range(5):
+        for level in range(1, 9):
+            answer(win, second + level * 0.01, level, ok=level % 3 != 0)
+    assert not answer(win, 9.0, 3, ok=False, counted=True)
+    assert not win.capped
+    assert win.capacity is None
+
+
+def test_a_late_refusal_is_evidence_but_no_reaction() -> None:
+    win = SendWindow(32)
+    burst(win, 0.0, cap=4, sent=32)
+    assert not answer(win, 1.0, 9, ok=False, counted=False)
+    assert not win.capped
+
+
+def test_after_its_plateau_the_window_probes_one_slot_per_window_of_successes() -> None:
+    win = SendWindow(8)
+    burst(win, 0.0, cap=3, sent=8)
+    assert answer(win, 0.5, 6, ok=False, counted=True)
+    assert win.limit == 3
+    held_until = 0.5 + LATENCY + 0.05 + window.MIN_PLATEAU
+    win.sent(held_until - 0.1, 3)
+    win.succeeded(held_until - 0.1, held_until - 0.05, sending=2)
+    assert win.limit == 3  # still holding
+    at = held_until + 0.1
+    for _ in range(4):  # +1/size a success: about one slot per window of successes
+        win.sent(at, win.limit)
+        win.succeeded(at, at + LATENCY, sending=win.limit - 1)  # full: room is wanted
+        at += 0.001
+    assert win.limit == 4
+
+
+def test_levels_sent_at_the_same_instant_are_all_kept() -> None:
+    win = SendWindow(8)
+    for level in (1, 2, 3):
+        win.sent(0.0, level)
+    win.succeeded(0.0, 0.02, sending=2)
+    win.succeeded(0.0, 0.02, sending=1)
+    assert not win.refused(0.0, 0.02, 0.05, counted=False)
+    assert sum(win._ok) == 2
+    assert sum(win._refused) == 1
+
+
+def test_the_limiter_holds_sends_beyond_the_window_until_one_returns() -> None:
+    async def main() -> list[str]:
+        now = [0.0]
+
+        async def sleep(seconds: float) -> None:  # an injected clock: waits pass at once
+            now[0] += seconds
+
+        limiter = AdaptiveLimiter(max_concurrency=8, clock=lambda: now[0], sleep=sleep)
+        events: list[str] = []
+
+        async def round_of(count: int) -> None:  # 3 accepted, the rest refused above them
+            sent = []
+            for _ in range(count):
+                sent.append(await limiter.acquire())
+                now[0] += 0.001
+            for index, at in enumerate(sent):
+                limiter.release()
+                if index < 3:
+                    limiter.on_success(at)
+                else:
+                    limiter.on_rate_limited(None, at)
+
+        await round_of(8)  # the first 429 is counted before there is evidence: a rate, at first
+        assert limiter.effective_concurrency == 8
+        await round_of(8)
+        assert limiter.effective_concurrency == 8  # not yet MIN_EVIDENCE refusals above 3
+        await round_of(8)  # evidence enough now: refused only above level 3
+        assert limiter.effective_concurrency == 3
+        held = [await limiter.acquire() for _ in range(3)]
+        fourth = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0)
+        events.append("fourth waits" if not fourth.done() else "fourth sent")
+        limiter.release()
+        limiter.on_success(held[0])
+        await fourth
+        events.append("fourth sent")
+        return events
+
+    assert asyncio.run(main()) == ["fourth waits", "fourth sent"]
