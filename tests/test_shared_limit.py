@@ -183,6 +183,16 @@ async def test_one_process_pause_reaches_the_others_at_once(
         await turn
 
 
+async def test_the_first_turn_after_connecting_is_a_shared_slot(
+    redis_server: RedisServer, limits: list[SharedLimit], raw: Any
+) -> None:
+    limit = make(redis_server, limits)
+    assert await limit.connect()  # its first hello (reserving nothing) is still in flight
+    assert await limit.try_turn(100.0, 4, asyncio.get_running_loop().time()) == 0.0
+    assert limit._local_tat == 0.0  # not a local turn
+    assert int(await raw.get(shared_keys(KEY).granted)) >= 1
+
+
 async def test_held_slots_are_rebooked_when_the_rate_rises(
     redis_server: RedisServer, limits: list[SharedLimit]
 ) -> None:

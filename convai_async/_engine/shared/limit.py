@@ -171,7 +171,7 @@ class SharedLimit:
             return self._paused_until - now
         if rate and self._slot_interval and abs(rate * self._slot_interval - 1.0) > 0.01:
             self._rebook(now, 1.0 / rate)  # as Redis rebooks the key's slots at the new rate
-        for _ in range(2):  # what we hold, else one reservation and look again
+        for _ in range(3):  # what we hold, else a reservation (after one in flight), again
             while self._slots and self._slots[0] < now - SLOT_LEASE:
                 self._slots.popleft()
             if self._slots:
