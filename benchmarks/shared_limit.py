@@ -15,7 +15,7 @@ Scenarios:
   told     the same 4 with one redis_url, told the key's rate (requests_per_second=200, the
            whole key's): no learning, so what is left beyond ideal is the sharing's own cost;
   told-alone  the same 4 without Redis, each told a quarter (50/s): the local pacing's cost;
-  joiner   one process alone for 8 s, then 3 more: each one's rate, alone and together;
+  joiner   one process alone for 12 s, then 3 more: each one's rate, alone and together;
   restart  Redis stopped 4 s into a shared run and started 4 s later: items applied,
            WARNINGs per process, failures counted, shared again at the end;
   cost     one process, no server limit, with and without Redis: the time a request gains.
@@ -252,7 +252,7 @@ def rate_between(done: list[float], start: float, end: float) -> float:
 
 
 def joiner(items: int) -> Row:
-    alone_for, settle = 8.0, 3.0
+    alone_for, settle = 12.0, 3.0  # alone long enough for the controller to learn the limit
     with redis_server() as redis, fake_server(items * 6) as url:
         first = spawn(url, 0, items * 3, items * 6, redis.url)
         others = [spawn(url, items * (3 + i), items, items * 6, redis.url) for i in range(3)]
@@ -266,6 +266,9 @@ def joiner(items: int) -> Row:
     together = (started + alone_for + settle, together_end)
     return {
         "alone_rate": rate_between(rows[0]["done"], started + 2.0, started + alone_for),
+        "alone_rate_last_3s": rate_between(
+            rows[0]["done"], started + alone_for - 3.0, started + alone_for
+        ),
         "together_rates": [rate_between(row["done"], *together) for row in rows],
         "together_window_s": together[1] - together[0],
     }
