@@ -165,6 +165,22 @@ def test_open_until_the_first_429_then_a_slow_start_that_doubles() -> None:
     assert later == pytest.approx(80.0)
 
 
+def test_a_slow_start_refused_before_it_has_sent_a_few_stays_a_slow_start() -> None:
+    state = RateState(epoch_started=0.0)
+    state = on_rate_limited(
+        state, now=0.01, sent_at=0.0, retry_after=0.003, accepted=Accepted(0, 0.0, 20)
+    )
+    assert state.phase == controller.SLOW_START
+    # The burst's debt was still being paid: refused 10 ms into a slow start at ~20/s
+    sent_at = state.epoch_started + 0.01
+    again = on_rate_limited(
+        state, now=sent_at + 0.01, sent_at=sent_at, retry_after=0.003, accepted=Accepted(3, 0.02, 3)
+    )
+    assert again.phase == controller.SLOW_START
+    assert again.base == state.base
+    assert again.epoch_started == pytest.approx(sent_at + 0.013)
+
+
 def test_steady_recovers_towards_the_last_good_rate_then_probes_beyond() -> None:
     state = RateState(
         phase=controller.STEADY, base=180.0, good=200.0, epoch_started=10.0, plateau=4.0

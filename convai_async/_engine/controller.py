@@ -12,7 +12,9 @@ the gap between the two.
 
 * ``open``: no 429 yet, no pacing.
 * ``slow start``: after the first 429, from a safe low rate (what was accepted per second,
-  counting the pause), doubling every ``SLOW_START_DOUBLING`` seconds until the next 429.
+  counting the pause), doubling every ``SLOW_START_DOUBLING`` seconds until the next 429. A
+  429 with Retry-After before the slow start has sent ``MIN_SENDS`` is the first burst's debt
+  still being paid, not a rate: the slow start begins again after the pause.
 * ``steady``: after a paced 429, the new last good rate ``good`` lies between the rate refused
   (an upper bound: pacing steadily above any counting limiter's rate ends in a 429) and the
   best **floor** known (a lower bound): the rate paced for ``HOLD`` seconds without a 429, what
@@ -74,6 +76,7 @@ QUIET_SECONDS = 0.15  # the pause after a 429 without Retry-After; doubles while
 MAX_QUIET_SECONDS = 2.0
 TAIL_SECONDS = 2.0  # the accepted rate is measured over this much sending before a 429
 MIN_RATE = 0.5
+MIN_SENDS = 4.0  # a 429 before the pace has sent this many since the pause says nothing of it
 LONG_PAUSE = 2.0  # a pause this long is a window's quota spent, not a burst
 MAX_RATE = 1e6
 
@@ -154,9 +157,19 @@ def on_rate_limited(
         # The server's pause dwarfs the sending (a long window's quota): its share is the rate.
         estimate: float | None = cycle_rate
         counted_window = True
-    elif sent_rate is not None and state.phase == STEADY and accepted.tail == 0:
-        # Nothing accepted since sending resumed: the server's quota has not come back yet
-        # (a window not yet over). Nothing learnt about the rate: keep the last good one.
+    elif sent_rate is not None and (
+        accepted.tail == 0
+        if state.phase == STEADY
+        else retry_after is not None and sent_rate * (sent_at - state.epoch_started) < MIN_SENDS
+    ):
+        # Nothing accepted since sending resumed, or a slow start refused before it had sent a
+        # few: the server's quota has not come back yet (a window not yet over, a burst's
+        # debt). Nothing learnt about the rate: keep the last good one, or the slow start.
+        if state.phase == SLOW_START:
+            return evolve(
+                state, epoch_started=paused_until, reacted_at=now, paused_until=paused_until,
+                quiet=quiet,
+            )  # fmt: skip
         estimate = good
     elif sent_rate is None:
         estimate = None  # unpaced: what was accepted says more about bursts than rates
