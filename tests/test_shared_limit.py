@@ -17,7 +17,13 @@ import redis.asyncio as aioredis
 
 from convai_async import ConvaiClient
 from convai_async._engine.shared import FALLBACK, SHARED, SharedLimit, key_digest, shared_keys
-from convai_async._engine.shared.scripts import PAUSE, RESERVE, read_reservation
+from convai_async._engine.shared.scripts import (
+    PAUSE,
+    PUBLISH,
+    RESERVE,
+    read_published,
+    read_reservation,
+)
 from convai_async.cli import make_client
 from convai_async.cli.parser import build_parser
 from convai_async.errors import ValidationError
@@ -144,6 +150,23 @@ async def test_slots_booked_at_a_slow_rate_are_rebooked_when_it_rises(raw: Any) 
     assert slow.slots()[-1] - slow.now == pytest.approx(7 * 0.25)
     fast = await book(1000.0, 1)  # the rate has risen 250-fold: so has the booking
     assert fast.first_slot - fast.now <= 8 * 0.001  # not 2 s, whatever the time between
+
+
+async def test_a_state_learnt_apart_is_merged_the_lower_rate_winning(raw: Any) -> None:
+    keys = shared_keys(KEY)
+    publish = raw.register_script(PUBLISH)
+
+    async def offer(based_on: int, rate: float, merge: bool) -> Any:
+        state = json.dumps({"rate": rate})
+        args = [based_on, state, 60_000, keys.events, rate, int(merge)]
+        return read_published(await publish(keys=[keys.state], args=args))
+
+    assert (await offer(5, 300.0, merge=True)).version == 1  # Redis lost it: offered again
+    assert not (await offer(5, 250.0, merge=False)).stored  # a plain offer: compare-and-set
+    assert not (await offer(5, 350.0, merge=True)).stored  # higher: the stored one stands
+    lower = await offer(5, 200.0, merge=True)
+    assert (lower.stored, lower.version, lower.state) == (True, 2, {"rate": 200.0})
+    assert (await offer(2, 400.0, merge=False)).stored  # compare-and-set as ever
 
 
 async def test_a_pause_holds_every_reservation_until_it_ends(raw: Any) -> None:
@@ -333,3 +356,28 @@ async def test_a_late_joiner_gets_a_fair_share_and_one_alone_gets_all(
     assert alone == 200
     assert min(turns) >= 0.15 * sum(turns)  # fair: a quarter each, give or take scheduling
     assert 0.1 < processes[0].recent_share < 0.45
+
+
+async def test_after_redis_restarts_the_lower_rate_learnt_apart_wins(
+    redis_server: RedisServer, limits: list[SharedLimit], raw: Any
+) -> None:
+    first, second = make(redis_server, limits), make(redis_server, limits)
+    for limit in (first, second):
+        await limit.wait_turn(None, 4)  # connected, the clocks' offset known
+    first.publish_state({"rate": 300.0}, rate=300.0)
+    await first.drain()
+    redis_server.stop()
+    for limit in (first, second):
+        while limit.status != FALLBACK:  # each turn asks Redis, until the outage is declared
+            limit._slots.clear()
+            await asyncio.wait_for(limit.wait_turn(None, 4), GUARD)
+    first.publish_state({"rate": 900.0}, rate=900.0)  # each learns alone meanwhile
+    second.publish_state({"rate": 180.0}, rate=180.0)
+    redis_server.start()  # empty: both offer theirs again
+    await until(lambda: first.status == SHARED and second.status == SHARED, "both reconnected")
+    await until(lambda: first.version == second.version > 0, "one state agreed")
+    for limit in (first, second):
+        await limit.drain()
+    stored = await raw.hgetall(shared_keys(KEY).state)
+    assert json.loads(stored["state"]) == {"rate": 180.0}
+    assert first.take_newer_state() == {"rate": 180.0}  # adopted by the one that probed high

@@ -20,7 +20,7 @@ import attrs
 from ... import _validation as check
 from ..._wire.secrets import Secret
 from ...defaults import REDIS_URL_ENV
-from ..controller import OPEN, Accepted, RateState
+from ..controller import OPEN, Accepted, RateState, rate_at
 from ..limiter import AdaptiveLimiter
 from .limit import SharedLimit
 
@@ -98,7 +98,7 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
         now = self._clock()
         if state.paused_until > max(before.paused_until, shared.paused_until, now):
             shared.pause(state.paused_until - now)  # everyone waits, and drops its slots
-        shared.publish_state(to_shared(state, shared))
+        shared.publish_state(to_shared(state, shared), rate=rate_at(state, now) or 0.0)
 
     def _accepted(self, now: float, state: RateState) -> Accepted:
         mine = super()._accepted(now, state)

@@ -77,6 +77,7 @@ class SharedLimit:
         self._best_rtt = float("inf")
         self._version = 0
         self._state: Mapping[str, Any] | None = None  # the newest state we know (ours or adopted)
+        self._state_rate = 0.0  # its rate when ours (0: unknown)
         self._incoming: Mapping[str, Any] | None = None  # adopted, not yet taken by the limiter
         self._live = 1
         self._own_granted = 0
@@ -86,7 +87,7 @@ class SharedLimit:
         self._refilling: asyncio.Task[None] | None = None
         # what to publish, the newest only (a burst of 429s must not become a burst of writes)
         self._pause_to_send = 0.0  # local time
-        self._state_to_send: tuple[int, Mapping[str, Any]] | None = None  # (based on, state)
+        self._state_to_send: tuple[int, bool, Mapping[str, Any], float] | None = None
         self._publishing: asyncio.Task[None] | None = None
         self._last_hello = -HELLO_EVERY
         self.round_trips = 0
@@ -197,8 +198,7 @@ class SharedLimit:
 
     def keep_alive(self) -> None:
         """While this process does not pace (no 429 seen): connect, and now and then reserve
-        nothing, which counts it live and reads Redis's clock, pause and state (in the
-        background: pushed pauses and states can then be read)."""
+        nothing, which counts it live and reads Redis's clock, pause and state."""
         link = self._link
         if not link.ready:
             if not link.fallback:
@@ -295,9 +295,9 @@ class SharedLimit:
             if self._pause_to_send > now:
                 seconds, self._pause_to_send = self._pause_to_send - now, 0.0
                 await self._publish_pause(seconds)
-            elif self._state_to_send is not None:
-                (based_on, state), self._state_to_send = self._state_to_send, None
-                await self._publish_state(based_on, state)
+            elif self._state_to_send is not None:  # (based on, a merge, state, its rate)
+                offer, self._state_to_send = self._state_to_send, None
+                await self._publish_state(*offer)
             else:
                 return
 
@@ -316,16 +316,17 @@ class SharedLimit:
     def version(self) -> int:
         return self._version
 
-    def publish_state(self, state: Mapping[str, Any]) -> None:
-        """Offer the controller's new state to every process (compare-and-set on the version
-        it was computed from; when another process was first, theirs is adopted)."""
+    def publish_state(self, state: Mapping[str, Any], rate: float = 0.0) -> None:
+        """Offer the controller's new state (pacing at ``rate``) to every process (compare-and-set
+        on the version it was computed from; when another process was first, theirs wins)."""
         if self._offset_known:  # else its times are not yet in Redis time: keep it local
-            self._state = state
-            self._offer(self._version, state)
+            self._state, self._state_rate = state, rate
+            self._offer(self._version)
 
-    def _offer(self, based_on: int, state: Mapping[str, Any]) -> None:
-        self._state_to_send = (based_on, state)  # replaces one not yet sent
-        self._start_publishing()
+    def _offer(self, based_on: int, merge: bool = False) -> None:
+        if self._state is not None:  # as it is now (replacing an offer not yet sent)
+            self._state_to_send = (based_on, merge, self._state, self._state_rate)
+            self._start_publishing()
 
     def take_newer_state(self) -> Mapping[str, Any] | None:
         """A state another process published since the last call, or None."""
@@ -334,9 +335,9 @@ class SharedLimit:
         state, self._incoming = self._incoming, None
         return state
 
-    async def _publish_state(self, based_on: int, state: Mapping[str, Any]) -> None:
+    async def _publish_state(self, based_on: int, merge: bool, state: Any, rate: float) -> None:
         blob = json.dumps(state, separators=(",", ":"))
-        args = [based_on, blob, int(STATE_TTL * 1000), self._keys.events]
+        args = [based_on, blob, int(STATE_TTL * 1000), self._keys.events, rate, int(merge)]
         reply = await self._link.run(self._publish, [self._keys.state], args)
         if reply is None:
             return
@@ -349,10 +350,10 @@ class SharedLimit:
     def _note_version(self, version: int, state: Mapping[str, Any] | None) -> None:
         if version > self._version and state is not None:
             self._version, self._state, self._incoming = version, state, state
+            self._state_rate = 0.0
         elif version < self._version and self._state is not None:
-            # Redis lost the state (restarted): offer ours again
-            self._version = version
-            self._offer(version, self._state)
+            self._version = version  # Redis lost the state (restarted): offer ours again
+            self._offer(version, merge=True)
 
     # -- the link's callbacks -------------------------------------------------------------------
 
@@ -381,7 +382,7 @@ class SharedLimit:
         self._last_hello = -HELLO_EVERY
         self.keep_alive()
         if self._state is not None:  # learnt while away (or lost by a restarted Redis)
-            self._offer(self._version, self._state)
+            self._offer(self._version, merge=True)
 
     # -- lifetime -------------------------------------------------------------------------------
 

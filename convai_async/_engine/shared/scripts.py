@@ -92,15 +92,20 @@ return {now, current}
 """
 
 # KEYS: state; ARGV: the version the new state was computed from, the state (JSON), ttl (ms),
-# the events channel. Compare-and-set: reply {1, new version, state} when stored (and pushed to
-# every process as "s:<version>:<state>"), else {0, version, current state}.
+# the events channel, its rate (0: unknown), "1" for a merge. Compare-and-set: reply {1, new
+# version, state} when stored (and pushed to every process as "s:<version>:<state>"), else
+# {0, version, current state}. A merge (a state learnt apart, offered again after an outage)
+# is also stored when its rate is lower than the stored one's: the cautious one wins.
 PUBLISH = """
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if version ~= tonumber(ARGV[1]) then
-  return {0, version, redis.call('HGET', KEYS[1], 'state')}
+  local stored, offered = tonumber(redis.call('HGET', KEYS[1], 'rate') or '0'), tonumber(ARGV[5])
+  if ARGV[6] ~= '1' or offered <= 0 or (stored > 0 and offered >= stored) then
+    return {0, version, redis.call('HGET', KEYS[1], 'state')}
+  end
 end
 version = version + 1
-redis.call('HSET', KEYS[1], 'version', version, 'state', ARGV[2])
+redis.call('HSET', KEYS[1], 'version', version, 'state', ARGV[2], 'rate', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('PUBLISH', ARGV[4], 's:' .. version .. ':' .. ARGV[2])
 return {1, version, ARGV[2]}
