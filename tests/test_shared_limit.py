@@ -167,6 +167,7 @@ async def test_a_state_learnt_apart_is_merged_the_lower_rate_winning(raw: Any) -
     lower = await offer(5, 200.0, merge=True)
     assert (lower.stored, lower.version, lower.state) == (True, 2, {"rate": 200.0})
     assert (await offer(2, 400.0, merge=False)).stored  # compare-and-set as ever
+    assert not (await offer(3, 500.0, merge=True)).stored  # a version from before: no matter
 
 
 async def test_a_pause_holds_every_reservation_until_it_ends(raw: Any) -> None:

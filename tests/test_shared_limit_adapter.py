@@ -4,6 +4,7 @@ common path."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -87,3 +88,19 @@ async def test_one_limiters_429_is_every_limiters_state_and_pause(
         await raw.aclose()
     assert stored["phase"] == first.phase
     assert stored["paused_until"] - (seconds + micros / 1e6) > 20.0
+
+
+async def test_a_process_joining_a_paced_key_paces_from_its_first_request(
+    redis_server: RedisServer, limiters: list[SharedAdaptiveLimiter]
+) -> None:
+    first = make(redis_server, limiters)
+    sent = await first.acquire()
+    first.on_rate_limited(retry_after=30.0, sent_at=sent)
+    first.release()
+    await first.shared.drain()
+    joiner = make(redis_server, limiters)  # a process started later, never refused
+    acquiring = asyncio.ensure_future(joiner.acquire())
+    await until(lambda: joiner.phase != OPEN, "the joiner adopting the key's state")
+    assert not acquiring.done()  # its first request waits for the pause, paced
+    assert joiner.paused_for > 20.0
+    acquiring.cancel()

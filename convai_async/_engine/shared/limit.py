@@ -341,9 +341,11 @@ class SharedLimit:
         reply = await self._link.run(self._publish, [self._keys.state], args)
         if reply is None:
             return
-        published = read_published(reply)
+        published, version = read_published(reply), self._version
+        if merge:  # versions may have started again with Redis: the state in force is theirs
+            self._version = version = min(version, published.version - 1)
         if published.stored:
-            self._version = max(self._version, published.version)
+            self._version = max(version, published.version)
         else:
             self._note_version(published.version, published.state)
 
@@ -361,16 +363,14 @@ class SharedLimit:
         """A pause or state another process pushed, applied as it comes (so the slots we hold
         are dropped at once when everyone is told to wait)."""
         event = read_event(data)
-        if event is None:
-            return
-        if event.paused_until is not None:
+        if event is not None and event.paused_until is not None:
             if not self._offset_known:
                 return  # its time cannot be read before our first round trip; RESERVE tells
             until = self.to_local_time(event.paused_until)
             if until > self._paused_until:
                 self._paused_until = until
                 self._slots.clear()
-        elif event.state is not None:
+        elif event is not None and event.state is not None:
             self._note_version(event.version, event.state)
 
     def _on_outage(self) -> str:

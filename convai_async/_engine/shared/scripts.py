@@ -94,15 +94,18 @@ return {now, current}
 # KEYS: state; ARGV: the version the new state was computed from, the state (JSON), ttl (ms),
 # the events channel, its rate (0: unknown), "1" for a merge. Compare-and-set: reply {1, new
 # version, state} when stored (and pushed to every process as "s:<version>:<state>"), else
-# {0, version, current state}. A merge (a state learnt apart, offered again after an outage)
-# is also stored when its rate is lower than the stored one's: the cautious one wins.
+# {0, version, current state}. A merge (a state learnt apart, offered again after an outage,
+# when the versions may have started again) is stored instead when there is none, or when its
+# rate is lower than the stored one's: the cautious one wins.
 PUBLISH = """
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if version ~= tonumber(ARGV[1]) then
-  local stored, offered = tonumber(redis.call('HGET', KEYS[1], 'rate') or '0'), tonumber(ARGV[5])
-  if ARGV[6] ~= '1' or offered <= 0 or (stored > 0 and offered >= stored) then
-    return {0, version, redis.call('HGET', KEYS[1], 'state')}
-  end
+local stored, offered = tonumber(redis.call('HGET', KEYS[1], 'rate') or '0'), tonumber(ARGV[5])
+local wins = version == tonumber(ARGV[1])
+if ARGV[6] == '1' then
+  wins = version == 0 or (offered > 0 and (stored <= 0 or offered < stored))
+end
+if not wins then
+  return {0, version, redis.call('HGET', KEYS[1], 'state')}
 end
 version = version + 1
 redis.call('HSET', KEYS[1], 'version', version, 'state', ARGV[2], 'rate', ARGV[5])
