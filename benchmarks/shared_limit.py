@@ -12,7 +12,10 @@ Scenarios:
   shared   4 processes, 1,500 items each, with one redis_url: time against ideal, 429 share,
            and the Redis round trips per request (count and cost);
   alone    the same 4 processes without Redis (each learns the limit alone);
-  joiner   one process alone for 8 s, then 3 more: each one's rate, alone and together;
+  told     the same 4 with one redis_url, told the key's rate (requests_per_second=200, the
+           whole key's): no learning, so what is left beyond ideal is the sharing's own cost;
+  told-alone  the same 4 without Redis, each told a quarter (50/s): the local pacing's cost;
+  joiner   one process alone for 12 s, then 3 more: each one's rate, alone and together;
   restart  Redis stopped 4 s into a shared run and started 4 s later: items applied,
            WARNINGs per process, failures counted, shared again at the end;
   cost     one process, no server limit, with and without Redis: the time a request gains.
@@ -60,11 +63,15 @@ class _Warnings(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-async def _work(url: str, first: int, count: int, total: int, redis_url: str | None) -> Row:
+async def _work(
+    url: str, first: int, count: int, total: int, redis_url: str | None, rate: float | None
+) -> Row:
     warnings = _Warnings()
     logging.getLogger("convai_async").addHandler(warnings)
     ids = FakeConvai(characters=total).char_ids[first : first + count]  # the server's own seed
     options: dict[str, Any] = {} if redis_url is None else {"redis_url": redis_url}
+    if rate is not None:
+        options["requests_per_second"] = rate
     if redis_url is not None and os.environ.get("BENCH_REDIS_TIMEOUT"):
         options["redis_timeout"] = float(os.environ["BENCH_REDIS_TIMEOUT"])
     async with ConvaiClient(
@@ -113,6 +120,8 @@ async def _work(url: str, first: int, count: int, total: int, redis_url: str | N
         if shared is not None:
             row["round_trips"] = shared.round_trips
             row["round_trip_ms"] = 1000 * shared.round_trip_seconds / max(1, shared.round_trips)
+            row["timeouts"] = shared.link.timeouts
+            row["late_answers"] = shared.link.late
     return row
 
 
@@ -123,8 +132,11 @@ def worker(argv: list[str]) -> None:
     parser.add_argument("count", type=int)
     parser.add_argument("total", type=int)
     parser.add_argument("--redis-url")
+    parser.add_argument("--rate", type=float)
     args = parser.parse_args(argv)
-    row = asyncio.run(_work(args.url, args.first, args.count, args.total, args.redis_url))
+    row = asyncio.run(
+        _work(args.url, args.first, args.count, args.total, args.redis_url, args.rate)
+    )
     print(json.dumps(row), flush=True)
 
 
@@ -163,11 +175,15 @@ def server_stats(url: str) -> Row:
         return dict(json.load(response))
 
 
-def spawn(url: str, first: int, count: int, total: int, redis_url: str | None) -> Any:
+def spawn(
+    url: str, first: int, count: int, total: int, redis_url: str | None, rate: float | None = None
+) -> Any:
     command = [sys.executable, "-m", "benchmarks.shared_limit", "worker", url]
     command += [str(first), str(count), str(total)]
     if redis_url is not None:
         command += ["--redis-url", redis_url]
+    if rate is not None:
+        command += ["--rate", str(rate)]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "ready"
@@ -185,11 +201,14 @@ def collect(process: Any) -> Row:
     return row
 
 
-def bulk_run(items: int, redis_url: str | None, during: Any = None) -> tuple[Row, list[Row]]:
+def bulk_run(
+    items: int, redis_url: str | None, during: Any = None, rate: float | None = None
+) -> tuple[Row, list[Row]]:
+    """The 4 processes; ``rate``: the requests per second each is told (none: learnt)."""
     total = items * PROCESSES
     with fake_server(total) as url:
         before = server_stats(url)
-        workers = [spawn(url, i * items, items, total, redis_url) for i in range(PROCESSES)]
+        workers = [spawn(url, i * items, items, total, redis_url, rate) for i in range(PROCESSES)]
         started = time.time()
         for process in workers:
             go(process)
@@ -222,6 +241,8 @@ def bulk_run(items: int, redis_url: str | None, during: Any = None) -> tuple[Row
         summary["round_trip_ms"] = sum(r.get("round_trip_ms", 0) for r in rows) / len(rows)
         summary["warnings_per_process"] = [len(row["warnings"]) for row in rows]
         summary["failures_per_process"] = [row["shared_limit_failures"] for row in rows]
+        summary["timeouts_per_process"] = [row.get("timeouts") for row in rows]
+        summary["late_answers_per_process"] = [row.get("late_answers") for row in rows]
         summary["status_at_end"] = [row["shared_limit"] for row in rows]
     return summary, rows
 
@@ -231,7 +252,7 @@ def rate_between(done: list[float], start: float, end: float) -> float:
 
 
 def joiner(items: int) -> Row:
-    alone_for, settle = 8.0, 3.0
+    alone_for, settle = 12.0, 3.0  # alone long enough for the controller to learn the limit
     with redis_server() as redis, fake_server(items * 6) as url:
         first = spawn(url, 0, items * 3, items * 6, redis.url)
         others = [spawn(url, items * (3 + i), items, items * 6, redis.url) for i in range(3)]
@@ -245,6 +266,9 @@ def joiner(items: int) -> Row:
     together = (started + alone_for + settle, together_end)
     return {
         "alone_rate": rate_between(rows[0]["done"], started + 2.0, started + alone_for),
+        "alone_rate_last_3s": rate_between(
+            rows[0]["done"], started + alone_for - 3.0, started + alone_for
+        ),
         "together_rates": [rate_between(row["done"], *together) for row in rows],
         "together_window_s": together[1] - together[0],
     }
@@ -297,10 +321,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["shared", "alone", "joiner", "restart", "cost"],
+        default=["shared", "alone", "told", "told-alone", "joiner", "restart", "cost"],
         metavar="SCENARIO",
     )
+    parser.add_argument("--trace", action="store_true", help="each process's rate, to stderr")
     args = parser.parse_args(argv)
+    global TRACE
+    TRACE = args.trace
     results: Row = {}
     for scenario in args.only:
         if scenario == "shared":
@@ -308,6 +335,11 @@ def main(argv: list[str] | None = None) -> None:
                 results["shared"] = bulk_run(args.items, redis.url)[0]
         elif scenario == "alone":
             results["alone"] = bulk_run(args.items, None)[0]
+        elif scenario == "told":  # the key's rate told through Redis: the sharing's own cost
+            with redis_server() as redis:
+                results["told"] = bulk_run(args.items, redis.url, rate=RATE)[0]
+        elif scenario == "told-alone":  # each told a quarter, no Redis: the local pacing's cost
+            results["told-alone"] = bulk_run(args.items, None, rate=RATE / PROCESSES)[0]
         elif scenario == "joiner":
             results["joiner"] = joiner(args.items)
         elif scenario == "cost":

@@ -6,6 +6,7 @@ installed the tests skip, except in CI (``$CI`` set), where they fail: CI instal
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -15,12 +16,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-__all__ = ["RedisServer", "redis_server_binary", "running_redis"]
+__all__ = ["RedisServer", "redis_server_binary", "running_redis", "serve_redis", "until"]
 
 START_GUARD = 60.0  # hang guard only: a healthy redis-server answers within milliseconds
 _POLL = 0.01
@@ -128,3 +129,19 @@ def running_redis() -> Iterator[RedisServer]:
             yield server
         finally:
             server.stop()
+
+
+def serve_redis() -> Iterator[RedisServer]:
+    """A test's own redis-server, as a fixture: ``redis_server = pytest.fixture(serve_redis)``."""
+    with running_redis() as server:
+        yield server
+
+
+async def until(condition: Callable[[], object], what: str, guard: float = 60.0) -> None:
+    """Wait for a condition the code under test brings about in the background; ``guard`` is a
+    hang guard only."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + guard
+    while not condition():
+        assert loop.time() < give_up, f"hang guard: {what}"
+        await asyncio.sleep(0.005)

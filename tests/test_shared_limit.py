@@ -9,7 +9,7 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,22 +17,23 @@ import redis.asyncio as aioredis
 
 from convai_async import ConvaiClient
 from convai_async._engine.shared import FALLBACK, SHARED, SharedLimit, key_digest, shared_keys
-from convai_async._engine.shared.scripts import PAUSE, RESERVE, read_reservation
+from convai_async._engine.shared.scripts import (
+    PAUSE,
+    PUBLISH,
+    RESERVE,
+    read_published,
+    read_reservation,
+)
 from convai_async.cli import make_client
 from convai_async.cli.parser import build_parser
 from convai_async.errors import ValidationError
 
-from .redis_server import RedisServer, running_redis
+from .redis_server import RedisServer, serve_redis, until
 
 KEY = "canary-convai-key-7f3a9c"
 GUARD = 60.0  # hang guard for waits on a condition; a correct run never comes near it
 GENEROUS = 2.0  # an operation timeout no busy machine reaches, where failing open is not tested
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
+redis_server = pytest.fixture(serve_redis)
 
 
 @pytest.fixture
@@ -56,15 +57,6 @@ def make(
     limit = SharedLimit.from_url(server.url, KEY, operation_timeout=timeout, **options)
     made.append(limit)
     return limit
-
-
-async def until(condition: Any, what: str) -> None:
-    """Wait for a condition the code under test brings about in the background (hang-guarded)."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + GUARD
-    while not condition():
-        assert loop.time() < give_up, f"hang guard: {what}"
-        await asyncio.sleep(0.01)
 
 
 # -- keys and the optional import --------------------------------------------------------------
@@ -147,6 +139,37 @@ async def test_every_process_draws_its_slots_from_one_gcra(raw: Any) -> None:
     assert gaps == pytest.approx([0.01] * len(gaps), abs=1e-6)  # whole microseconds
 
 
+async def test_slots_booked_at_a_slow_rate_are_rebooked_when_it_rises(raw: Any) -> None:
+    keys = shared_keys(KEY).all()
+    reserve = raw.register_script(RESERVE)
+
+    async def book(rate: float, want: int) -> Any:
+        return read_reservation(await reserve(keys=keys, args=[rate, 1, want, "a", 5_000_000, 0]))
+
+    slow = await book(4.0, 8)  # two seconds of a slow start's first rate booked ahead
+    assert slow.slots()[-1] - slow.now == pytest.approx(7 * 0.25)
+    fast = await book(1000.0, 1)  # the rate has risen 250-fold: so has the booking
+    assert fast.first_slot - fast.now <= 8 * 0.001  # not 2 s, whatever the time between
+
+
+async def test_a_state_learnt_apart_is_merged_the_lower_rate_winning(raw: Any) -> None:
+    keys = shared_keys(KEY)
+    publish = raw.register_script(PUBLISH)
+
+    async def offer(based_on: int, rate: float, merge: bool) -> Any:
+        state = json.dumps({"rate": rate})
+        args = [based_on, state, 60_000, keys.events, rate, int(merge)]
+        return read_published(await publish(keys=[keys.state], args=args))
+
+    assert (await offer(5, 300.0, merge=True)).version == 1  # Redis lost it: offered again
+    assert not (await offer(5, 250.0, merge=False)).stored  # a plain offer: compare-and-set
+    assert not (await offer(5, 350.0, merge=True)).stored  # higher: the stored one stands
+    lower = await offer(5, 200.0, merge=True)
+    assert (lower.stored, lower.version, lower.state) == (True, 2, {"rate": 200.0})
+    assert (await offer(2, 400.0, merge=False)).stored  # compare-and-set as ever
+    assert not (await offer(3, 500.0, merge=True)).stored  # a version from before: no matter
+
+
 async def test_a_pause_holds_every_reservation_until_it_ends(raw: Any) -> None:
     keys = shared_keys(KEY)
     pause = raw.register_script(PAUSE)
@@ -182,6 +205,30 @@ async def test_one_process_pause_reaches_the_others_at_once(
     turn.cancel()
     with pytest.raises(asyncio.CancelledError):
         await turn
+
+
+async def test_the_first_turn_after_connecting_is_a_shared_slot(
+    redis_server: RedisServer, limits: list[SharedLimit], raw: Any
+) -> None:
+    limit = make(redis_server, limits)
+    assert await limit.connect()  # its first hello (reserving nothing) is still in flight
+    assert await limit.try_turn(100.0, 4, asyncio.get_running_loop().time()) == 0.0
+    assert limit._local_tat == 0.0  # not a local turn
+    assert int(await raw.get(shared_keys(KEY).granted)) >= 1
+
+
+async def test_held_slots_are_rebooked_when_the_rate_rises(
+    redis_server: RedisServer, limits: list[SharedLimit]
+) -> None:
+    limit = make(redis_server, limits)
+    clock = asyncio.get_running_loop().time
+    assert await limit.connect()
+    await limit.drain()  # its first hello (reserving nothing)
+    assert await limit.try_turn(4.0, 1, clock()) == 0.0  # and the next slot booked, 0.25 s on
+    await limit.drain()
+    assert len(limit._slots) == 1
+    wait = await limit.try_turn(1000.0, 1, clock())  # a slow start has doubled 8 times since
+    assert wait <= 0.25 / 250 + 1e-6
 
 
 async def test_learnt_state_is_shared_with_compare_and_set(
@@ -310,3 +357,28 @@ async def test_a_late_joiner_gets_a_fair_share_and_one_alone_gets_all(
     assert alone == 200
     assert min(turns) >= 0.15 * sum(turns)  # fair: a quarter each, give or take scheduling
     assert 0.1 < processes[0].recent_share < 0.45
+
+
+async def test_after_redis_restarts_the_lower_rate_learnt_apart_wins(
+    redis_server: RedisServer, limits: list[SharedLimit], raw: Any
+) -> None:
+    first, second = make(redis_server, limits), make(redis_server, limits)
+    for limit in (first, second):
+        await limit.wait_turn(None, 4)  # connected, the clocks' offset known
+    first.publish_state({"rate": 300.0}, rate=300.0)
+    await first.drain()
+    redis_server.stop()
+    for limit in (first, second):
+        while limit.status != FALLBACK:  # each turn asks Redis, until the outage is declared
+            limit._slots.clear()
+            await asyncio.wait_for(limit.wait_turn(None, 4), GUARD)
+    first.publish_state({"rate": 900.0}, rate=900.0)  # each learns alone meanwhile
+    second.publish_state({"rate": 180.0}, rate=180.0)
+    redis_server.start()  # empty: both offer theirs again
+    await until(lambda: first.status == SHARED and second.status == SHARED, "both reconnected")
+    await until(lambda: first.version == second.version > 0, "one state agreed")
+    for limit in (first, second):
+        await limit.drain()
+    stored = await raw.hgetall(shared_keys(KEY).state)
+    assert json.loads(stored["state"]) == {"rate": 180.0}
+    assert first.take_newer_state() == {"rate": 180.0}  # adopted by the one that probed high

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,16 +15,11 @@ from convai_async._engine.controller import OPEN, STEADY, RateState
 from convai_async._engine.shared import SharedAdaptiveLimiter, SharedLimit, shared_keys
 from convai_async._engine.shared.adapter import from_shared, to_shared
 
-from .redis_server import RedisServer, running_redis
+from .redis_server import RedisServer, serve_redis, until
 
 KEY = "canary-convai-key-adapter"
 GUARD = 60.0  # hang guard only
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
+redis_server = pytest.fixture(serve_redis)
 
 
 @pytest.fixture
@@ -41,14 +35,6 @@ def make(server: RedisServer, made: list[SharedAdaptiveLimiter]) -> SharedAdapti
     limiter = SharedAdaptiveLimiter(shared=shared, max_concurrency=4)
     made.append(limiter)
     return limiter
-
-
-async def until(condition: Any, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + GUARD
-    while not condition():
-        assert loop.time() < give_up, f"hang guard: {what}"
-        await asyncio.sleep(0.005)
 
 
 async def test_states_travel_in_redis_time(
@@ -102,3 +88,19 @@ async def test_one_limiters_429_is_every_limiters_state_and_pause(
         await raw.aclose()
     assert stored["phase"] == first.phase
     assert stored["paused_until"] - (seconds + micros / 1e6) > 20.0
+
+
+async def test_a_process_joining_a_paced_key_paces_from_its_first_request(
+    redis_server: RedisServer, limiters: list[SharedAdaptiveLimiter]
+) -> None:
+    first = make(redis_server, limiters)
+    sent = await first.acquire()
+    first.on_rate_limited(retry_after=30.0, sent_at=sent)
+    first.release()
+    await first.shared.drain()
+    joiner = make(redis_server, limiters)  # a process started later, never refused
+    acquiring = asyncio.ensure_future(joiner.acquire())
+    await until(lambda: joiner.phase != OPEN, "the joiner adopting the key's state")
+    assert not acquiring.done()  # its first request waits for the pause, paced
+    assert joiner.paused_for > 20.0
+    acquiring.cancel()

@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -20,10 +20,11 @@ from convai_async._engine.shared import SHARED, shared_keys
 from convai_async.testing import FakeConvai, Faults
 
 from .conftest import CANARY_KEY, FAST_RETRY
-from .redis_server import RedisServer, running_redis
+from .redis_server import RedisServer, serve_redis, until
 
 GUARD = 60.0  # hang guard only
 WORKER = "X-Test-Worker"
+redis_server = pytest.fixture(serve_redis)
 
 
 class OneRefusal:
@@ -40,12 +41,6 @@ class OneRefusal:
 
     def done(self, now: float) -> None:
         pass
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
 
 
 @pytest.fixture
@@ -71,14 +66,6 @@ def shared_client(
         redis_timeout=2.0,  # generous: failing open is not what these tests are about
         **options,
     )
-
-
-async def until(condition: Any, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + GUARD
-    while not condition():
-        assert loop.time() < give_up, f"hang guard: {what}"
-        await asyncio.sleep(0.005)
 
 
 async def test_one_clients_retry_after_pauses_every_client(

@@ -5,14 +5,8 @@ Nothing here imports redis-py until ``SharedLimit.from_url`` is called.
 
 from .adapter import SharedAdaptiveLimiter, SharedPacer, limiter_for, shared_limit
 from .keys import DEFAULT_PREFIX, SharedKeys, key_digest, shared_keys
-from .limit import (
-    CONNECTING,
-    DEFAULT_BATCH,
-    DEFAULT_OPERATION_TIMEOUT,
-    FALLBACK,
-    SHARED,
-    SharedLimit,
-)
+from .limit import DEFAULT_BATCH, SharedLimit
+from .link import CONNECTING, DEFAULT_OPERATION_TIMEOUT, FALLBACK, SHARED
 
 __all__ = [
     "CONNECTING",

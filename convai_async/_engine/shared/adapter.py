@@ -11,6 +11,7 @@ another process. Accepted counts are this process's, scaled by its share of the 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +21,7 @@ import attrs
 from ... import _validation as check
 from ..._wire.secrets import Secret
 from ...defaults import REDIS_URL_ENV
-from ..controller import OPEN, Accepted, RateState
+from ..controller import OPEN, Accepted, RateState, rate_at
 from ..limiter import AdaptiveLimiter
 from .limit import SharedLimit
 
@@ -73,6 +74,7 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
     def __init__(self, *, shared: SharedLimit, **options: Any) -> None:
         super().__init__(pacer=SharedPacer(shared), **options)
         self._shared = shared
+        self._joining: asyncio.Future[None] | None = None
 
     def load_state(self) -> RateState:
         shared = self._shared
@@ -98,7 +100,7 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
         now = self._clock()
         if state.paused_until > max(before.paused_until, shared.paused_until, now):
             shared.pause(state.paused_until - now)  # everyone waits, and drops its slots
-        shared.publish_state(to_shared(state, shared))
+        shared.publish_state(to_shared(state, shared), rate=rate_at(state, now) or 0.0)
 
     def _accepted(self, now: float, state: RateState) -> Accepted:
         mine = super()._accepted(now, state)
@@ -126,11 +128,22 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
 
     async def acquire(self) -> float:
         if not self._limited:
+            if self._joining is None:  # the first requests wait for one look at the key
+                self._joining = asyncio.ensure_future(self._join())
+            if not self._joining.done():
+                await asyncio.shield(self._joining)
             self._shared.keep_alive()
             self.load_state()  # a state or a pause another process pushed
             if not self._limited and self.load_state().paused_until > self._clock():
                 self._limited = True  # the slow path honours the pause (no pacing: no rate)
         return await super().acquire()
+
+    async def _join(self) -> None:
+        """Connect (one attempt, at most ``CONNECT_TIMEOUT``) and read the key's state and
+        pause once, so that a process joining a key already paced paces from its first
+        request instead of sending its first ``max_concurrency`` at once."""
+        if await self._shared.connect():
+            await self._shared.drain()
 
 
 def limiter_for(shared: SharedLimit | None, **options: Any) -> AdaptiveLimiter:

@@ -23,7 +23,7 @@ class SharedKeys:
     """The Redis keys of one API key's shared limit. The digest sits in a hash tag (``{...}``),
     so a Redis Cluster keeps them in one slot and one Lua script may touch them all."""
 
-    tat: str  # GCRA theoretical arrival time, microseconds of Redis time
+    tat: str  # hash: GCRA theoretical arrival time (t, Redis time) and its interval (i), us
     pause: str  # pause-until, microseconds of Redis time
     state: str  # hash: version, state (the controller's learnt state, JSON)
     live: str  # sorted set: process id -> heartbeat expiry

@@ -22,17 +22,10 @@ from typing import Any
 
 from ...errors import ValidationError
 from .keys import DEFAULT_PREFIX, SharedKeys, shared_keys
-from .link import CONNECTING, DEFAULT_OPERATION_TIMEOUT, FALLBACK, SHARED, RedisLink
+from .link import DEFAULT_OPERATION_TIMEOUT, RedisLink
 from .scripts import PAUSE, PUBLISH, RESERVE, read_event, read_published, read_reservation
 
-__all__ = [
-    "CONNECTING",
-    "DEFAULT_BATCH",
-    "DEFAULT_OPERATION_TIMEOUT",
-    "FALLBACK",
-    "SHARED",
-    "SharedLimit",
-]
+__all__ = ["DEFAULT_BATCH", "SharedLimit"]
 
 DEFAULT_BATCH = 4  # most slots reserved per round trip
 BATCH_SECONDS = 0.02  # ...and at most this much of the shared rate
@@ -41,7 +34,6 @@ STATE_TTL = 86_400.0  # a learnt rate outlives its processes by a day
 SLOT_LEASE = 0.5  # a slot unused this long is dropped
 PREFETCH_AT = 1  # reserve the next slots in the background when this few are left
 HELLO_EVERY = 1.0  # while not pacing: say we are live (and read the clock) this often
-_SHARE_SAMPLES = 512
 _MICROS = 1_000_000
 
 
@@ -78,21 +70,25 @@ class SharedLimit:
         self._pause = redis.register_script(PAUSE)
         self._publish = redis.register_script(PUBLISH)
         self._slots: collections.deque[float] = collections.deque()
+        self._slot_interval = 0.0  # the interval the held slots were booked at (0: unpaced)
         self._paused_until = 0.0  # local clock
         self._offset = 0.0  # Redis time minus local clock
         self._offset_known = False
         self._best_rtt = float("inf")
         self._version = 0
         self._state: Mapping[str, Any] | None = None  # the newest state we know (ours or adopted)
+        self._state_rate = 0.0  # its rate when ours (0: unknown)
         self._incoming: Mapping[str, Any] | None = None  # adopted, not yet taken by the limiter
         self._live = 1
         self._own_granted = 0
         self._recent_share = 1.0
-        self._shares: collections.deque[tuple[float, int, int]] = collections.deque(
-            maxlen=_SHARE_SAMPLES
-        )
+        self._shares: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=512)
         self._local_tat = 0.0
         self._refilling: asyncio.Task[None] | None = None
+        # what to publish, the newest only (a burst of 429s must not become a burst of writes)
+        self._pause_to_send = 0.0  # local time
+        self._state_to_send: tuple[int, bool, Mapping[str, Any], float] | None = None
+        self._publishing: asyncio.Task[None] | None = None
         self._last_hello = -HELLO_EVERY
         self.round_trips = 0
         self.round_trip_seconds = 0.0
@@ -111,13 +107,8 @@ class SharedLimit:
         if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
             raise ValidationError("redis_prefix", "must be a non-empty string without spaces")
         client, error = RedisLink.client_from_url(url, operation_timeout)
-        return cls(
-            client,
-            shared_keys(api_key, prefix),
-            errors=(error,),
-            operation_timeout=operation_timeout,
-            batch=batch,
-        )
+        keys, timeout = shared_keys(api_key, prefix), operation_timeout
+        return cls(client, keys, errors=(error,), operation_timeout=timeout, batch=batch)
 
     # -- what the limiter and stats read --------------------------------------------------------
 
@@ -131,6 +122,11 @@ class SharedLimit:
     def failures(self) -> int:
         """Redis operations that failed or timed out (each one failed open)."""
         return self._link.failures
+
+    @property
+    def link(self) -> RedisLink:
+        """The connection; its counters: ``failures``, ``timeouts`` and ``late`` answers."""
+        return self._link
 
     @property
     def live_processes(self) -> int:
@@ -174,7 +170,9 @@ class SharedLimit:
         taken). The shape of a ``Pacer`` (issue 12's limiter), so it plugs in as one."""
         if self._paused_until > now:
             return self._paused_until - now
-        for _ in range(2):  # what we hold, else one reservation and look again
+        if rate and self._slot_interval and abs(rate * self._slot_interval - 1.0) > 0.01:
+            self._rebook(now, 1.0 / rate)  # as Redis rebooks the key's slots at the new rate
+        for _ in range(3):  # what we hold, else a reservation (after one in flight), again
             while self._slots and self._slots[0] < now - SLOT_LEASE:
                 self._slots.popleft()
             if self._slots:
@@ -200,8 +198,7 @@ class SharedLimit:
 
     def keep_alive(self) -> None:
         """While this process does not pace (no 429 seen): connect, and now and then reserve
-        nothing, which counts it live and reads Redis's clock, pause and state (in the
-        background: pushed pauses and states can then be read)."""
+        nothing, which counts it live and reads Redis's clock, pause and state."""
         link = self._link
         if not link.ready:
             if not link.fallback:
@@ -221,17 +218,9 @@ class SharedLimit:
 
     async def _refill(self, rate: float | None, burst: int, want: int | None = None) -> None:
         if want is None:
-            want = (
-                self._batch if rate is None else max(1, min(self._batch, int(rate * BATCH_SECONDS)))
-            )
-        args = [
-            rate or 0,
-            burst,
-            want,
-            self._id,
-            int(HEARTBEAT_TTL * _MICROS),
-            self._version,
-        ]
+            want = self._batch if rate is None else min(self._batch, int(rate * BATCH_SECONDS))
+            want = max(1, want)
+        args = [rate or 0, burst, want, self._id, int(HEARTBEAT_TTL * _MICROS), self._version]
         started = self._clock()
         reply = await self._link.run(self._reserve, self._keys.all(), args)
         if reply is None:
@@ -248,8 +237,18 @@ class SharedLimit:
         if reservation.paused_until:
             local_until = self.to_local_time(reservation.paused_until)
             self._paused_until = max(self._paused_until, local_until)
-        slots = [self.to_local_time(slot) for slot in reservation.slots()]
-        self._slots.extend(slots)
+        if reservation.interval:
+            self._rebook(ended, reservation.interval)
+        self._slots.extend(self.to_local_time(slot) for slot in reservation.slots())
+
+    def _rebook(self, now: float, interval: float) -> None:
+        """The held slots still ahead, moved to ``interval`` (see RESERVE's rescaling)."""
+        if self._slot_interval:
+            scale = interval / self._slot_interval
+            self._slots = collections.deque(
+                slot if slot <= now else now + (slot - now) * scale for slot in self._slots
+            )
+        self._slot_interval = interval
 
     def _local_turn(self, rate: float | None, burst: int, now: float) -> float:
         """While Redis is away: this process's share of the last shared rate, paced locally
@@ -278,12 +277,31 @@ class SharedLimit:
     def pause(self, seconds: float) -> None:
         """Pause every process for ``seconds`` (after a 429); our held slots predate it."""
         self._slots.clear()
-        self._paused_until = max(self._paused_until, self._clock() + seconds)
-        self._link.spawn(self._publish_pause(seconds))
+        until = self._clock() + seconds
+        self._paused_until = max(self._paused_until, until)
+        self._pause_to_send = max(self._pause_to_send, until)
+        self._start_publishing()
 
-    async def _publish_pause(self, seconds: float) -> None:
+    def _start_publishing(self) -> None:
+        """One publisher at a time, sending the newest pause, then the newest state."""
+        if self._publishing is None or self._publishing.done():
+            self._publishing = self._link.spawn(self._send_pending())
+
+    async def _send_pending(self) -> None:
         if not self._link.ready:
             await self._link.connect()
+        while True:
+            now = self._clock()
+            if self._pause_to_send > now:
+                seconds, self._pause_to_send = self._pause_to_send - now, 0.0
+                await self._publish_pause(seconds)
+            elif self._state_to_send is not None:  # (based on, a merge, state, its rate)
+                offer, self._state_to_send = self._state_to_send, None
+                await self._publish_state(*offer)
+            else:
+                return
+
+    async def _publish_pause(self, seconds: float) -> None:
         started = self._clock()
         args = [int(seconds * _MICROS), self._keys.events]
         reply = await self._link.run(self._pause, [self._keys.pause], args)
@@ -298,12 +316,17 @@ class SharedLimit:
     def version(self) -> int:
         return self._version
 
-    def publish_state(self, state: Mapping[str, Any]) -> None:
-        """Offer the controller's new state to every process (compare-and-set on the version
-        it was computed from; when another process was first, theirs is adopted)."""
+    def publish_state(self, state: Mapping[str, Any], rate: float = 0.0) -> None:
+        """Offer the controller's new state (pacing at ``rate``) to every process (compare-and-set
+        on the version it was computed from; when another process was first, theirs wins)."""
         if self._offset_known:  # else its times are not yet in Redis time: keep it local
-            self._state = state
-            self._link.spawn(self._publish_state(self._version, state))
+            self._state, self._state_rate = state, rate
+            self._offer(self._version)
+
+    def _offer(self, based_on: int, merge: bool = False) -> None:
+        if self._state is not None:  # as it is now (replacing an offer not yet sent)
+            self._state_to_send = (based_on, merge, self._state, self._state_rate)
+            self._start_publishing()
 
     def take_newer_state(self) -> Mapping[str, Any] | None:
         """A state another process published since the last call, or None."""
@@ -312,27 +335,27 @@ class SharedLimit:
         state, self._incoming = self._incoming, None
         return state
 
-    async def _publish_state(self, based_on: int, state: Mapping[str, Any]) -> None:
-        if not self._link.ready:
-            await self._link.connect()
+    async def _publish_state(self, based_on: int, merge: bool, state: Any, rate: float) -> None:
         blob = json.dumps(state, separators=(",", ":"))
-        args = [based_on, blob, int(STATE_TTL * 1000), self._keys.events]
+        args = [based_on, blob, int(STATE_TTL * 1000), self._keys.events, rate, int(merge)]
         reply = await self._link.run(self._publish, [self._keys.state], args)
         if reply is None:
             return
-        published = read_published(reply)
+        published, version = read_published(reply), self._version
+        if merge:  # versions may have started again with Redis: the state in force is theirs
+            self._version = version = min(version, published.version - 1)
         if published.stored:
-            self._version = max(self._version, published.version)
+            self._version = max(version, published.version)
         else:
             self._note_version(published.version, published.state)
 
     def _note_version(self, version: int, state: Mapping[str, Any] | None) -> None:
         if version > self._version and state is not None:
             self._version, self._state, self._incoming = version, state, state
+            self._state_rate = 0.0
         elif version < self._version and self._state is not None:
-            # Redis lost the state (restarted): offer ours again
-            self._version = version
-            self._link.spawn(self._publish_state(version, self._state))
+            self._version = version  # Redis lost the state (restarted): offer ours again
+            self._offer(version, merge=True)
 
     # -- the link's callbacks -------------------------------------------------------------------
 
@@ -340,16 +363,14 @@ class SharedLimit:
         """A pause or state another process pushed, applied as it comes (so the slots we hold
         are dropped at once when everyone is told to wait)."""
         event = read_event(data)
-        if event is None:
-            return
-        if event.paused_until is not None:
+        if event is not None and event.paused_until is not None:
             if not self._offset_known:
                 return  # its time cannot be read before our first round trip; RESERVE tells
             until = self.to_local_time(event.paused_until)
             if until > self._paused_until:
                 self._paused_until = until
                 self._slots.clear()
-        elif event.state is not None:
+        elif event is not None and event.state is not None:
             self._note_version(event.version, event.state)
 
     def _on_outage(self) -> str:
@@ -361,7 +382,7 @@ class SharedLimit:
         self._last_hello = -HELLO_EVERY
         self.keep_alive()
         if self._state is not None:  # learnt while away (or lost by a restarted Redis)
-            self._link.spawn(self._publish_state(self._version, self._state))
+            self._offer(self._version, merge=True)
 
     # -- lifetime -------------------------------------------------------------------------------
 

@@ -1,10 +1,17 @@
 """``RedisLink``: the shared limit's connection to Redis, which fails open.
 
-It connects off the hot path (a ping, the scripts loaded, the events channel subscribed), runs
-each script within a per-operation timeout, and answers None instead of raising when Redis is
-refused, gone or slow. The first such failure declares an outage: one WARNING (then INFO for
+It connects off the hot path (a ping, the scripts loaded, a few pooled connections opened, the
+events channel subscribed), runs each script within a per-operation timeout, and answers None
+instead of raising when Redis is refused, gone or slow. A refused connection, or
+``SLOW_STRIKES`` timeouts in a row, declares an outage: one WARNING (then INFO for
 ``WARNING_INTERVAL``), a callback so the limiter paces locally, and reconnection in the
 background. redis-py is imported only by ``RedisLink.from_url`` (the ``redis`` extra).
+
+The timeout is Redis's, not the event loop's: it runs out only after ``WAKE_UPS`` wake-ups of
+the loop, each at most ``timeout / WAKE_UPS`` apart. A loop that was blocked or starved of CPU
+(a busy machine) past the deadline still gets the remaining wake-ups to read an answer that
+has been waiting in the socket, so its own lag never passes for a slow Redis; a stalled Redis
+with a free loop still times out after ``timeout``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ __all__ = ["CONNECTING", "DEFAULT_OPERATION_TIMEOUT", "FALLBACK", "SHARED", "Red
 logger = logging.getLogger("convai_async")
 
 DEFAULT_OPERATION_TIMEOUT = 0.05  # seconds per Redis operation (see SLOW_STRIKES)
-SLOW_STRIKES = 3  # timeouts in a row before declaring an outage
+SLOW_STRIKES = 3  # timeouts in a row (of operations started one after another) for an outage
+WAKE_UPS = 5  # an operation times out after this many wake-ups of the loop, timeout/5 apart
+POOLED = 3  # connections opened on connecting: a reservation, a pause and a state at once
 CONNECT_TIMEOUT = 1.0
 RECONNECT_FIRST, RECONNECT_MAX = 0.05, 2.0
 WARNING_INTERVAL = 300.0  # at most one WARNING per outage, and per this many seconds
@@ -70,7 +79,10 @@ class RedisLink:
         self.fallback = False  # an outage was declared and has not ended
         self.failures = 0
         self.timeouts = 0  # of which: operations that did not answer in time
+        self.late = 0  # answers read after the timeout had passed on the loop's clock (its lag)
         self._slow_in_a_row = 0
+        self._started = 0  # operations started so far
+        self._struck_after = 0  # the count of started operations when the last strike was made
         self._warned_at: float | None = None
         self._attempted = asyncio.Event()  # a first connection attempt has ended
         self._connecting: asyncio.Task[None] | None = None
@@ -142,6 +154,8 @@ class RedisLink:
         await self.redis.ping()
         for script in self._scripts:
             await self.redis.script_load(script)
+        # open the pool's connections now, not under an operation's timeout
+        await asyncio.gather(*(self.redis.ping() for _ in range(POOLED)))
         if self._listening is None or self._listening.done():
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             await pubsub.subscribe(self._channel)
@@ -162,27 +176,32 @@ class RedisLink:
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """One script call within the timeout; None when it failed or we are not connected.
 
-        A refused connection declares the outage at once; a timeout after ``SLOW_STRIKES`` in a
-        row (on a busy event loop one late answer is more often our own lag than Redis's).
-        Either way the connection is made afresh in the background."""
+        A refused connection declares the outage at once; timeouts after ``SLOW_STRIKES`` in a
+        row, counting those of operations that were in flight together once (one stall of
+        Redis times them all out). Either way the connection is made afresh in the
+        background."""
         if not self.ready or self._closed:
             self.ensure_connecting()
             return None
+        self._started += 1
+        number = self._started
         # Not cancelled when late: its answer is dropped, its connection kept (a cancelled
         # command costs the connection, and a new one would be late again).
         operation = asyncio.ensure_future(script(keys=keys, args=args))
         try:
-            done, _ = await asyncio.wait((operation,), timeout=self._timeout)
+            answered = await self._answer(operation)
         except asyncio.CancelledError:
             operation.cancel()
             raise
-        if not done:
+        if not answered:
             self.failures += 1
             self.timeouts += 1
-            self._slow_in_a_row += 1
             operation.add_done_callback(_consume)
-            if self._slow_in_a_row >= SLOW_STRIKES:
-                self._failed(asyncio.TimeoutError())
+            if number > self._struck_after:
+                self._struck_after = self._started
+                self._slow_in_a_row += 1
+                if self._slow_in_a_row >= SLOW_STRIKES:
+                    self._failed(asyncio.TimeoutError())
             return None
         error = operation.exception()
         if error is not None:
@@ -192,6 +211,20 @@ class RedisLink:
             raise error
         self._slow_in_a_row = 0
         return operation.result()
+
+    async def _answer(self, operation: asyncio.Future[Any]) -> bool:
+        """Wait for ``operation`` for the timeout as Redis, not the loop, takes it (see the
+        module docs); True when it is done."""
+        loop = asyncio.get_running_loop()
+        step = self._timeout / WAKE_UPS
+        deadline = loop.time() + self._timeout
+        for _ in range(WAKE_UPS):
+            done, _ = await asyncio.wait((operation,), timeout=step)
+            if done:
+                if loop.time() > deadline:
+                    self.late += 1
+                return True
+        return False
 
     def _failed(self, error: BaseException) -> None:
         if not isinstance(error, asyncio.TimeoutError):

@@ -24,12 +24,16 @@ __all__ = [
     "read_reservation",
 ]
 
-# KEYS: tat, pause, state, live, granted
+# KEYS: tat (hash: t, i), pause, state, live, granted
 # ARGV: rate (per second; 0: not paced), burst, want, process id, heartbeat ttl (us),
 #       the caller's state version
 # Reply: {now, granted, first slot, interval, live processes, version, state or false,
 #         granted total, pause-until}
 # Grants ``want`` consecutive GCRA slots; slot i may be used from max(now, first + i*interval).
+# The slots booked ahead are a number of slots, not a length of time: when the rate changes,
+# the time booked ahead (the theoretical arrival time ``t`` minus now) is rescaled from the
+# interval it was booked at (``i``) to the new one, so slots booked at a slow rate do not hold
+# the key back once the rate has risen (and a fall does not let a burst through).
 # During a pause nothing is granted and ``pause-until`` says when to come back.
 RESERVE = """
 local t = redis.call('TIME')
@@ -57,11 +61,17 @@ if rate <= 0 then
 end
 local interval = math.floor(1000000 / rate)
 local tau = (tonumber(ARGV[2]) - 1) * interval
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
+local booked = redis.call('HMGET', KEYS[1], 't', 'i')
+local tat, was = tonumber(booked[1] or '0'), tonumber(booked[2] or '0')
+if tat < now then
+  tat = now
+elseif was > 0 and was ~= interval then
+  tat = now + math.floor((tat - now) * interval / was)
+end
 local first = tat - tau
 tat = tat + want * interval
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+redis.call('HSET', KEYS[1], 't', string.format('%.0f', tat), 'i', interval)
+redis.call('PEXPIRE', KEYS[1], math.floor((tat - now) / 1000) + 1000)
 return {now, want, first, interval, live, version, state, total, 0}
 """
 
@@ -82,15 +92,23 @@ return {now, current}
 """
 
 # KEYS: state; ARGV: the version the new state was computed from, the state (JSON), ttl (ms),
-# the events channel. Compare-and-set: reply {1, new version, state} when stored (and pushed to
-# every process as "s:<version>:<state>"), else {0, version, current state}.
+# the events channel, its rate (0: unknown), "1" for a merge. Compare-and-set: reply {1, new
+# version, state} when stored (and pushed to every process as "s:<version>:<state>"), else
+# {0, version, current state}. A merge (a state learnt apart, offered again after an outage,
+# when the versions may have started again) is stored instead when there is none, or when its
+# rate is lower than the stored one's: the cautious one wins.
 PUBLISH = """
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if version ~= tonumber(ARGV[1]) then
+local stored, offered = tonumber(redis.call('HGET', KEYS[1], 'rate') or '0'), tonumber(ARGV[5])
+local wins = version == tonumber(ARGV[1])
+if ARGV[6] == '1' then
+  wins = version == 0 or (offered > 0 and (stored <= 0 or offered < stored))
+end
+if not wins then
   return {0, version, redis.call('HGET', KEYS[1], 'state')}
 end
 version = version + 1
-redis.call('HSET', KEYS[1], 'version', version, 'state', ARGV[2])
+redis.call('HSET', KEYS[1], 'version', version, 'state', ARGV[2], 'rate', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('PUBLISH', ARGV[4], 's:' .. version .. ':' .. ARGV[2])
 return {1, version, ARGV[2]}
