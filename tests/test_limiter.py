@@ -86,7 +86,7 @@ def test_a_late_429_of_the_same_overload_counts_once_but_keeps_its_pause() -> No
 
 
 def test_patience_runs_out_after_429s_only_and_a_success_resets_it() -> None:
-    async def scenario() -> tuple[float, RateLimitPatienceError]:
+    async def scenario() -> tuple[float, int, RateLimitPatienceError]:
         loop = asyncio.get_running_loop()
         limiter = limiter_here(rate_limit_patience=10.0)
         started = loop.time()
@@ -98,17 +98,21 @@ def test_patience_runs_out_after_429s_only_and_a_success_resets_it() -> None:
         limiter.release()
         limiter.on_success()  # one success: a new streak must last 10 s again
         started = loop.time()
+        refused = 0
         while True:
             try:
                 sent_at = await limiter.acquire()
             except RateLimitPatienceError as error:
-                return loop.time() - started, error
+                return loop.time() - started, refused, error
             limiter.release()
             limiter.on_rate_limited(3.0, sent_at)
+            refused += 1
 
-    elapsed, error = run_virtual(scenario)
-    # virtual time (run_virtual): exact, whatever the machine's load
-    assert 10.0 <= elapsed <= 10.0 + 3.0  # patience, then at most one more pause or turn
+    elapsed, refused, error = run_virtual(scenario)
+    assert elapsed >= 10.0  # the whole patience, from the first 429 after the success
+    # Sent at 0, 3, 6 and 9 s (each 3 s Retry-After honoured); the wait for a fifth turn at
+    # 12 s ends at patience instead: no request is sent once patience has run out.
+    assert refused == 4
     assert isinstance(error, RateLimitError)
     assert error.retry_after is None
     assert "rate_limit_patience" in str(error)

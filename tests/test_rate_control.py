@@ -109,6 +109,8 @@ class Run:
     log: list[tuple[float, bool]]
     rates: list[tuple[float, float | None]]  # (time, the controller's rate)
     elapsed: float
+    sends: list[float]  # when each request left
+    failed_at: list[float]  # when each failure was raised
 
 
 async def simulate(server: SimServer, items: int, *, patience: float = 300.0) -> Run:
@@ -120,6 +122,8 @@ async def simulate(server: SimServer, items: int, *, patience: float = 300.0) ->
     applied = 0
     failures: list[BaseException] = []
     rates: list[tuple[float, float | None]] = []
+    sends: list[float] = []
+    failed_at: list[float] = []
 
     async def worker() -> None:
         nonlocal applied
@@ -129,7 +133,9 @@ async def simulate(server: SimServer, items: int, *, patience: float = 300.0) ->
                     sent_at = await limiter.acquire()
                 except RateLimitPatienceError as error:
                     failures.append(error)
+                    failed_at.append(loop.time())
                     break
+                sends.append(sent_at)
                 try:
                     answer = await server.request(loop.time)
                 finally:
@@ -148,7 +154,7 @@ async def simulate(server: SimServer, items: int, *, patience: float = 300.0) ->
     sampling = asyncio.create_task(sampler())
     await asyncio.gather(*(worker() for _ in range(WORKERS)))
     sampling.cancel()
-    return Run(items, applied, failures, server.log, rates, loop.time())
+    return Run(items, applied, failures, server.log, rates, loop.time(), sends, failed_at)
 
 
 BEHAVIOURS: dict[str, Callable[[], tuple[limits.ServerLimiter, float]]] = {
@@ -222,4 +228,5 @@ def test_endless_429s_end_every_item_with_patience_error() -> None:
     assert run.applied == 0
     assert len(run.failures) == 200
     assert all(isinstance(error, RateLimitPatienceError) for error in run.failures)
-    assert 10.0 <= run.elapsed <= 15.0  # virtual time: exact, whatever the machine's load
+    assert min(run.failed_at) >= 10.0  # not before patience has run out
+    assert max(run.sends) <= min(run.failed_at)  # and nothing sent after: no trickle
