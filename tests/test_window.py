@@ -124,3 +124,18 @@ def test_the_limiter_holds_sends_beyond_the_window_until_one_returns() -> None:
         return events
 
     assert asyncio.run(main()) == ["fourth waits", "fourth sent"]
+
+
+def test_a_slot_granted_to_a_cancelled_caller_goes_back_without_touching_the_sends() -> None:
+    async def main() -> tuple[int, int]:
+        limiter = AdaptiveLimiter(max_concurrency=1)
+        await limiter.acquire()
+        second = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0)  # queued for the only slot
+        limiter.release()  # grants it the slot...
+        second.cancel()  # ...as it is cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        return limiter.in_flight, limiter._sending
+
+    assert asyncio.run(main()) == (0, 0)

@@ -55,6 +55,7 @@ __all__ = [
     "STEADY",
     "Accepted",
     "RateState",
+    "next_plateau",
     "on_rate_limited",
     "on_success",
     "rate_at",
@@ -74,7 +75,6 @@ PROBE_CUBE = 0.05  # beyond the plateau: good * (1 + PROBE_CUBE * seconds**3)
 SAME_LIMIT = 0.06  # a new estimate within this fraction of the last confirms it
 QUIET_SECONDS = 0.15  # the pause after a 429 without Retry-After; doubles while they persist
 MAX_QUIET_SECONDS = 2.0
-TAIL_SECONDS = 2.0  # the accepted rate is measured over this much sending before a 429
 MIN_RATE = 0.5
 MIN_SENDS = 4.0  # a 429 before the pace has sent this many since the pause says nothing of it
 LONG_PAUSE = 2.0  # a pause this long is a window's quota spent, not a burst
@@ -182,8 +182,7 @@ def on_rate_limited(
         base = max(MIN_SLOW_START, cycle_rate)
     else:
         same = good > 0 and abs(estimate - good) <= SAME_LIMIT * good
-        plateau = min(MAX_PLATEAU, plateau * 2.0) if same else MIN_PLATEAU
-        plateau = max(plateau, min(MAX_PLATEAU, PROBE_COST * pause))
+        plateau = next_plateau(plateau, same=same, pause=pause)
         if counted_window:
             # A whole window's quota counted over the window: exact, and a probe beyond it
             # would only spend the next window's quota early. Probe rarely.
@@ -201,6 +200,14 @@ def on_rate_limited(
         quiet=quiet,
         floor=floor,
     )
+
+
+def next_plateau(plateau: float, *, same: bool, pause: float) -> float:
+    """The wait before the next probe: doubled when a 429 confirmed the same limit (up to
+    ``MAX_PLATEAU``), else ``MIN_PLATEAU``; never shorter than ``PROBE_COST`` times the pause a
+    probe's 429 costs. The send window's probes for a concurrency cap wait the same way."""
+    plateau = min(MAX_PLATEAU, plateau * 2.0) if same else MIN_PLATEAU
+    return max(plateau, min(MAX_PLATEAU, PROBE_COST * pause))
 
 
 def _floor(state: RateState, accepted: Accepted, refused_at: float, cycle_rate: float) -> float:

@@ -180,7 +180,8 @@ class AdaptiveLimiter:
                 await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
-                    self.release()  # the slot was granted as we were cancelled: give it back
+                    self._in_flight -= 1  # the slot was granted as we were cancelled: give it
+                    self._wake()  # back (it never reached the send window: _sending stands)
                 raise
         else:
             self._in_flight += 1

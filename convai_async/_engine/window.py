@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import collections
 
+from .controller import MIN_PLATEAU, next_plateau
+
 __all__ = ["SendWindow"]
 
-MIN_PLATEAU = 2.0  # seconds the window holds after a cap is found
-MAX_PLATEAU = 16.0
-PROBE_COST = 4.0  # seconds of plateau per second of pause a probe may cost
 SMOOTHING = 0.1  # of each new latency in the moving average
 LOW = 0.1  # at most this share refused at or under a cap
 HIGH = 0.75  # at least this share refused above it
@@ -64,7 +63,7 @@ class SendWindow:
         self._ok = [0.0] * (max_concurrency + 1)  # successes per level, fading
         self._refused = [0.0] * (max_concurrency + 1)
         self._hold_until = 0.0
-        self._plateau = MIN_PLATEAU
+        self._plateau = MIN_PLATEAU  # seconds the window holds after a cap is found
         self._cap = 0  # the cap last found (0: none)
         self.confirmed = False  # the last cap found was where it had been found before
 
@@ -124,11 +123,11 @@ class SendWindow:
                 self._hold_until = now  # no cap (any more): let the window open again
             return False
         same = self.confirmed = cap == self._cap
-        self._plateau = min(MAX_PLATEAU, self._plateau * 2.0) if same else MIN_PLATEAU
+        self._plateau = next_plateau(self._plateau, same=same, pause=pause)
         self._cap = cap
         self.size = float(cap)
         self.limit = cap
-        self._hold_until = now + pause + max(self._plateau, min(MAX_PLATEAU, PROBE_COST * pause))
+        self._hold_until = now + pause + self._plateau
         return True
 
     def _find_cap(self) -> int:
