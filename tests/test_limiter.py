@@ -249,7 +249,12 @@ def test_a_429_under_the_good_rate_lowers_it_at_most_deep_at_once_towards_what_w
 
 def test_a_long_pause_makes_the_cycle_the_measure() -> None:
     state = RateState(
-        phase=controller.STEADY, base=900.0, good=1000.0, epoch_started=10.0, reacted_at=1.5
+        phase=controller.STEADY,
+        base=900.0,
+        good=1000.0,
+        epoch_started=10.0,
+        reacted_at=1.5,
+        cycle_started=1.5,
     )
     # 2,000 accepted in 1.5 s of sending after an 8.5 s pause: a 10 s window's quota
     accepted = Accepted(tail=2000, tail_seconds=1.5, cycle=2000)
@@ -270,3 +275,29 @@ def test_a_429_before_anything_was_accepted_again_keeps_the_good_rate() -> None:
     # The same after a long pause: a quota that has not come back is no measure of the rate
     later = on_rate_limited(after, now=13.0, sent_at=12.99, retry_after=None, accepted=accepted)
     assert later.good == 200.0
+
+
+def test_429s_without_retry_after_and_nothing_accepted_are_one_cycle_of_a_long_window() -> None:
+    # A 10 s window's quota of 2,000 spent by 1.4 s; no Retry-After, so the client probes with
+    # quiet pauses (the last one 2 s, from 9.8 s) and is accepted again at 11.8 s.
+    state = RateState(phase=controller.STEADY, base=1500.0, good=1600.0, epoch_started=0.0)
+    state = on_rate_limited(
+        state, now=1.4, sent_at=1.4, retry_after=None, accepted=Accepted(2000, 1.0, 2000)
+    )
+    started = state.cycle_started
+    probe = 1.6
+    while probe < 10.0:
+        state = on_rate_limited(state, now=probe, sent_at=probe, retry_after=None, accepted=NOTHING)
+        probe = state.paused_until
+    assert state.cycle_started == started  # refusals with nothing accepted continue the cycle
+    # The next window's quota spent 1.4 s after sending resumed: one cycle of 2,000 accepted.
+    resumed = state.epoch_started
+    end = resumed + 1.4
+    after = on_rate_limited(
+        state, now=end, sent_at=end, retry_after=None, accepted=Accepted(2000, 1.4, 2000)
+    )
+    # The window's end lies somewhere in the last guessed pause: its middle, on average.
+    expected = 2000 / (end - started - state.guessed / 2)
+    assert after.good == pytest.approx(expected)
+    assert 0.9 * 200 <= after.good <= 1.1 * 200
+    assert after.cycle_started == end

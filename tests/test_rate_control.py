@@ -197,23 +197,8 @@ def second_half_rate(run: Run) -> float:
     return sum(rate for rate in rates if rate is not None) / len(rates)
 
 
-# Known misses (issue 12 still open for these), strict: a fix makes them fail as XPASS.
-KNOWN_MISSES = {
-    ("fixed window 10s", "none"): "without Retry-After the client cannot tell a spent 10 s "
-    "quota from a refusal: throughput holds (0.87x ideal) but the rate reported is the burst "
-    "within the window, not the 10 s average",
-}
-
-
-def cases() -> Iterator[Any]:
-    for name in BEHAVIOURS:
-        for style in limits.RETRY_AFTER_STYLES:
-            reason = KNOWN_MISSES.get((name, style))
-            marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-            yield pytest.param(name, style, marks=marks, id=f"{name}-{style}")
-
-
-@pytest.mark.parametrize(("name", "style"), list(cases()))
+@pytest.mark.parametrize("style", limits.RETRY_AFTER_STYLES)
+@pytest.mark.parametrize("name", list(BEHAVIOURS))
 def test_the_controller_finds_and_holds_the_limit(name: str, style: str) -> None:
     run = run_behaviour(name, style)
     assert run.applied == run.items

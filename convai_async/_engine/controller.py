@@ -94,8 +94,11 @@ class Accepted:
 @frozen
 class RateState:
     """The learnt state. ``base`` is the rate when the epoch began, ``good`` the last good rate
-    (0: none yet), ``floor`` the best rate known to be under the limit (0: none); times are on
-    the clock the caller passes."""
+    (0: none yet), ``floor`` the best rate known to be under the limit (0: none); a cycle
+    (``cycle_started``) runs from a 429 to the next one after something was accepted, so a run
+    of 429s with nothing accepted between them is one cycle; ``guessed`` is the last pause when
+    no Retry-After gave it (the quota came back somewhere within it). Times are on the clock the
+    caller passes."""
 
     phase: str = OPEN
     base: float = 0.0
@@ -106,6 +109,8 @@ class RateState:
     plateau: float = MIN_PLATEAU
     quiet: float = QUIET_SECONDS
     floor: float = 0.0
+    cycle_started: float | None = None
+    guessed: float = 0.0
 
 
 def rate_at(state: RateState, now: float) -> float | None:
@@ -141,13 +146,16 @@ def on_rate_limited(
     quiet = state.quiet
     if retry_after is None:
         quiet = min(MAX_QUIET_SECONDS, quiet * 2.0)
-    since = now - state.reacted_at if state.reacted_at is not None else None
+    since = now - state.cycle_started if state.cycle_started is not None else None
     sending = now - state.epoch_started
     cycle_rate = accepted.cycle / max(since if since is not None else sending, 1.0)
     sent_rate = rate_at(state, sent_at)
     phase, good, plateau = state.phase, state.good, state.plateau
     counted_window = False  # the estimate is a whole window's quota over the window
     floor = state.floor
+    # Nothing accepted since the last 429: the same cycle goes on.
+    cycle_started = now if accepted.cycle or state.cycle_started is None else state.cycle_started
+    guessed = pause if retry_after is None else 0.0
     if (
         accepted.cycle
         and since is not None
@@ -155,7 +163,8 @@ def on_rate_limited(
         and sending < since / 2
     ):
         # The server's pause dwarfs the sending (a long window's quota): its share is the rate.
-        estimate: float | None = cycle_rate
+        # A guessed pause overshot the window's end by half of it, on average.
+        estimate: float | None = accepted.cycle / max(since - state.guessed / 2, 1.0)
         counted_window = True
     elif sent_rate is not None and (
         accepted.tail == 0
@@ -168,7 +177,7 @@ def on_rate_limited(
         if state.phase == SLOW_START:
             return evolve(
                 state, epoch_started=paused_until, reacted_at=now, paused_until=paused_until,
-                quiet=quiet,
+                quiet=quiet, cycle_started=cycle_started, guessed=guessed,
             )  # fmt: skip
         estimate = good
     elif sent_rate is None:
@@ -199,6 +208,8 @@ def on_rate_limited(
         plateau=plateau,
         quiet=quiet,
         floor=floor,
+        cycle_started=cycle_started,
+        guessed=guessed,
     )
 
 

@@ -34,7 +34,7 @@ __all__ = [
     "to_shared",
 ]
 
-_TIMES = ("epoch_started", "reacted_at", "paused_until")
+_TIMES = ("epoch_started", "reacted_at", "paused_until", "cycle_started")
 
 
 class SharedPacer:
