@@ -28,6 +28,22 @@ def burst(win: SendWindow, at: float, cap: int, sent: int) -> None:
         answer(win, at + level * 1e-4, level, ok=level <= cap)
 
 
+async def round_of(
+    limiter: AdaptiveLimiter, now: list[float], count: int, pause: float | None = None
+) -> None:
+    """``count`` sends 1 ms apart: the first 3 accepted, the rest refused (above them)."""
+    sent = []
+    for _ in range(count):
+        sent.append(await limiter.acquire())
+        now[0] += 0.001
+    for index, at in enumerate(sent):
+        limiter.release()
+        if index < 3:
+            limiter.on_success(at)
+        else:
+            limiter.on_rate_limited(pause, at)
+
+
 def test_refusals_only_above_a_level_close_the_window_there() -> None:
     win = SendWindow(32)
     burst(win, 0.0, cap=4, sent=32)
@@ -95,23 +111,13 @@ def test_the_limiter_holds_sends_beyond_the_window_until_one_returns() -> None:
         limiter = AdaptiveLimiter(max_concurrency=8, clock=lambda: now[0], sleep=sleep)
         events: list[str] = []
 
-        async def round_of(count: int) -> None:  # 3 accepted, the rest refused above them
-            sent = []
-            for _ in range(count):
-                sent.append(await limiter.acquire())
-                now[0] += 0.001
-            for index, at in enumerate(sent):
-                limiter.release()
-                if index < 3:
-                    limiter.on_success(at)
-                else:
-                    limiter.on_rate_limited(None, at)
-
-        await round_of(8)  # the first 429 is counted before there is evidence: a rate, at first
+        await round_of(
+            limiter, now, 8
+        )  # the first 429 is counted before there is evidence: a rate, at first
         assert limiter.effective_concurrency == 8
-        await round_of(8)
+        await round_of(limiter, now, 8)
         assert limiter.effective_concurrency == 8  # not yet MIN_EVIDENCE refusals above 3
-        await round_of(8)  # evidence enough now: refused only above level 3
+        await round_of(limiter, now, 8)  # evidence enough now: refused only above level 3
         assert limiter.effective_concurrency == 3
         held = [await limiter.acquire() for _ in range(3)]
         fourth = asyncio.ensure_future(limiter.acquire())
@@ -139,3 +145,27 @@ def test_a_slot_granted_to_a_cancelled_caller_goes_back_without_touching_the_sen
         return limiter.in_flight, limiter._sending
 
     assert asyncio.run(main()) == (0, 0)
+
+
+@pytest.mark.parametrize(("pause", "rate_reacts"), [(0.05, False), (1.0, True)])
+def test_a_cap_found_once_spares_the_rate_only_when_its_pause_is_cheap(
+    pause: float, rate_reacts: bool
+) -> None:
+    # Taking a rate limit for a cap costs its next 429's pause: worth risking when that is short.
+    async def main() -> tuple[float | None, float | None]:
+        now = [0.0]
+
+        async def sleep(seconds: float) -> None:
+            now[0] += seconds
+
+        limiter = AdaptiveLimiter(max_concurrency=8, clock=lambda: now[0], sleep=sleep)
+
+        await round_of(limiter, now, 8, pause)
+        await round_of(limiter, now, 8, pause)
+        before = limiter.load_state().reacted_at
+        await round_of(limiter, now, 8, pause)  # the cap is found, for the first time
+        assert limiter.effective_concurrency == 3
+        return before, limiter.load_state().reacted_at
+
+    before, after = asyncio.run(main())
+    assert (after != before) is rate_reacts

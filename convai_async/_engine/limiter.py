@@ -46,6 +46,7 @@ __all__ = ["DEFAULT_RATE_LIMIT_PATIENCE", "AdaptiveLimiter", "LocalBucket", "Pac
 DEFAULT_RATE_LIMIT_PATIENCE = 300.0
 MAX_PACING_SLEEP = 0.05  # the rate may rise while the head of the line waits: look again
 TAIL_SECONDS = 2.0
+CHEAP_PAUSE = 0.25  # seconds: a 429 pausing less than this may be taken for a cap unconfirmed
 SUCCESS_LOG_SIZE = 1 << 16
 _EPSILON = 1e-9
 
@@ -286,9 +287,10 @@ class AdaptiveLimiter:
             # A concurrency cap: the window has closed on it. Found again where it was, the
             # rate has nothing to learn from it (the pause still holds everyone back).
             self._window_epoch = now
-            if self._window.confirmed and state.phase != OPEN:
-                # The rate learnt from this cap's 429s was the cap's doing: in steady pacing,
-                # never below what the window lets by.
+            if (self._window.confirmed or pause < CHEAP_PAUSE) and state.phase != OPEN:
+                # A cap confirmed, or suspected when a mistake costs little (a rate limit's
+                # next 429 says so): the rate has nothing to learn from it. Pacing in steady
+                # is never below what the window lets by.
                 paused_until = max(state.paused_until, now + pause)
                 capacity = self._window.capacity
                 if state.phase == STEADY and capacity is not None and capacity > state.good:

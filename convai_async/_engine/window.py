@@ -13,7 +13,8 @@ for a level L with at most ``LOW`` of the requests sent at L or under refused, a
 * found: a concurrency cap at L. The window closes to L and stays there for a plateau
   (doubled when the same cap is confirmed, never shorter than ``PROBE_COST`` times the pause),
   then grows by one slot per window of successes (AIMD's additive increase) until a 429 says
-  where the cap is again;
+  where the cap is again. The limiter leaves the rate alone when the cap is confirmed, or
+  found once with a cheap pause (a rate limit taken for a cap costs one more such pause);
 * not found: a rate limit. The window opens again (if it was closed) and the rate controller
   reacts.
 
