@@ -78,7 +78,7 @@ def test_after_its_plateau_the_window_probes_one_slot_per_window_of_successes() 
     burst(win, 0.0, cap=3, sent=8)
     assert answer(win, 0.5, 6, ok=False, counted=True)
     assert win.limit == 3
-    held_until = 0.5 + LATENCY + 0.05 + window.MIN_PLATEAU
+    held_until = 0.5 + LATENCY + 0.05 + window.FIRST_HOLD  # a new cap: held briefly
     win.sent(held_until - 0.1, 3)
     win.succeeded(held_until - 0.1, held_until - 0.05, sending=2)
     assert win.limit == 3  # still holding

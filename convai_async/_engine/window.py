@@ -11,7 +11,8 @@ for a level L with at most ``LOW`` of the requests sent at L or under refused, a
 ``HIGH`` of those sent above it (``MIN_EVIDENCE`` refusals or more):
 
 * found: a concurrency cap at L. The window closes to L and stays there for a plateau
-  (doubled when the same cap is confirmed, never shorter than ``PROBE_COST`` times the pause),
+  (``FIRST_HOLD`` when the cap is new, doubled each time the same cap is confirmed, never
+  shorter than ``PROBE_COST`` times the pause),
   then grows by one slot per window of successes (AIMD's additive increase) until a 429 says
   where the cap is again. The limiter leaves the rate alone when the cap is confirmed, or
   found once with a cheap pause (a rate limit taken for a cap costs one more such pause);
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import collections
 
-from .controller import MIN_PLATEAU, next_plateau
+from .controller import MIN_PLATEAU, PROBE_COST, next_plateau
 
 __all__ = ["SendWindow"]
 
@@ -33,6 +34,7 @@ SMOOTHING = 0.1  # of each new latency in the moving average
 LOW = 0.1  # at most this share refused at or under a cap
 HIGH = 0.75  # at least this share refused above it
 MIN_EVIDENCE = 6.0  # refusals above a cap before it is believed
+FIRST_HOLD = 0.5  # seconds a cap found for the first time is held before probing
 MAX_LEVELS = 4096  # sends remembered; answers never given (timeouts) are forgotten at this size
 
 
@@ -124,7 +126,10 @@ class SendWindow:
                 self._hold_until = now  # no cap (any more): let the window open again
             return False
         same = self.confirmed = cap == self._cap
-        self._plateau = next_plateau(self._plateau, same=same, pause=pause)
+        if same:
+            self._plateau = next_plateau(self._plateau, same=True, pause=pause)
+        else:  # perhaps a level low (a burst arrives in another order than it left): probe soon
+            self._plateau = max(FIRST_HOLD, PROBE_COST * pause)
         self._cap = cap
         self.size = float(cap)
         self.limit = cap
