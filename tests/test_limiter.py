@@ -301,3 +301,34 @@ def test_429s_without_retry_after_and_nothing_accepted_are_one_cycle_of_a_long_w
     assert after.good == pytest.approx(expected)
     assert 0.9 * 200 <= after.good <= 1.1 * 200
     assert after.cycle_started == end
+
+
+@pytest.mark.parametrize(
+    ("guessed", "deep"), [(0.0, controller.DEEP_COUNTED), (1.0, controller.DEEP)]
+)
+def test_a_short_windows_quota_counted_over_its_cycle_lets_the_rate_fall_faster(
+    guessed: float, deep: float
+) -> None:
+    # A 1 s window: its quota of 200 was spent 0.13 s into the last window, the server said to
+    # come back at the next one (0.87 s); spent again 0.15 s after sending resumed.
+    state = RateState(
+        phase=controller.STEADY,
+        base=1180.0,
+        good=1280.0,
+        epoch_started=2.0,
+        reacted_at=1.13,
+        paused_until=2.0,
+        cycle_started=1.13,
+        guessed=guessed,  # 1.0: that pause was whole seconds, perhaps rounded up from nothing
+    )
+    sent_at = 2.14
+    sent = rate_at(state, sent_at)
+    assert sent is not None
+    after = on_rate_limited(
+        state, now=2.15, sent_at=sent_at, retry_after=0.85, accepted=Accepted(200, 0.15, 200)
+    )
+    # Kept away 0.87 s for sure, sent for 0.15 s: a quota spent, its cycle a floor of ~196/s far
+    # below the rate refused, so the rate falls as far as it may at once. A pause in whole
+    # seconds may be all rounding (a token bucket's 5 ms): no quota is known spent.
+    assert after.good == pytest.approx(deep * sent)
+    assert after.floor == pytest.approx(200 / 1.02)  # either way, the cycle is a floor

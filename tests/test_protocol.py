@@ -22,6 +22,7 @@ from convai_async._wire.protocol import (
     encode_body,
     is_retryable,
     parse_response,
+    retry_after_granularity,
     retry_after_seconds,
 )
 from convai_async._wire.secrets import Redactor, Secret
@@ -374,6 +375,22 @@ def test_retry_after_http_date() -> None:
     assert waited is not None
     assert 29.0 <= waited <= 30.0
     assert retry_after_seconds({"retry-after": formatdate(now - 30, usegmt=True)}, now=now) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "granularity"),
+    [
+        ({"retry-after": "1"}, 1.0),  # whole seconds: perhaps rounded up from 0.005
+        ({"retry-after": " 12 "}, 1.0),
+        ({"retry-after": formatdate(0, usegmt=True)}, 1.0),  # a date has whole seconds
+        ({"retry-after": "0.005"}, 0.0),
+        ({"retry-after": "1.5"}, 0.0),
+        ({"retry-after-ms": "250", "retry-after": "1"}, 0.0),  # the milliseconds are read
+        ({}, 0.0),
+    ],
+)
+def test_retry_after_granularity(headers: dict[str, str], granularity: float) -> None:
+    assert retry_after_granularity(headers) == granularity
 
 
 # -- retry classification ------------------------------------------------------------------------

@@ -144,7 +144,8 @@ async def simulate(server: SimServer, items: int, *, patience: float = 300.0) ->
                     limiter.on_success(sent_at)
                     applied += 1
                     break
-                limiter.on_rate_limited(answer if answer is not False else None, sent_at)
+                whole = 1.0 if server.style in ("seconds", "http-date") else 0.0
+                limiter.on_rate_limited(answer if answer is not False else None, sent_at, whole)
 
     async def sampler() -> None:
         while True:

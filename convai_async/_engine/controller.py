@@ -27,10 +27,16 @@ the gap between the two.
   beyond ``good``, slowly at first and then fast (a freed limit is found in seconds). A 429 that
   confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a known limit is probed
   ever more rarely, and the plateau is never shorter than ``PROBE_COST`` times the pause a probe's
-  429 costs (a whole-second Retry-After makes probing dear). A whole window's quota counted over a
-  long window is exact: its plateau is ``MAX_PLATEAU`` at once. A 429 when nothing was accepted
+  429 costs (a whole-second Retry-After makes probing dear). A 429 when nothing was accepted
   since sending resumed (the quota is not back yet) teaches nothing about the rate: the last good
-  rate stands.
+  rate stands, and the cycle goes on.
+* **a quota counted**: when the server surely kept the client away (its pauses and refused
+  probes, less what the last pause may have overshot: all of a guessed one, a second of one in
+  whole seconds, which may be rounding) longer than it then let it send, a window's quota was
+  spent, and the cycle's share (accepted over the whole cycle, pauses in) measures the rate.
+  Kept away ``LONG_PAUSE`` or more (a long window), that share is the rate, exact: its plateau is
+  ``MAX_PLATEAU`` at once. Kept away less (a short window), it is a floor, and the rate may fall
+  by ``DEEP_COUNTED`` at once instead of ``DEEP``.
 
 A 429 counts once per epoch (an epoch begins when sending resumes after a reaction): refusals
 of requests sent earlier are the same overload seen late.
@@ -77,7 +83,9 @@ QUIET_SECONDS = 0.15  # the pause after a 429 without Retry-After; doubles while
 MAX_QUIET_SECONDS = 2.0
 MIN_RATE = 0.5
 MIN_SENDS = 4.0  # a 429 before the pace has sent this many since the pause says nothing of it
-LONG_PAUSE = 2.0  # a pause this long is a window's quota spent, not a burst
+COUNTED_PAUSE = 0.5  # kept away surely this long, and longer than it sent: a quota was spent
+LONG_PAUSE = 2.0  # kept away this long: a long window's quota, its share of the cycle exact
+DEEP_COUNTED = 0.65  # a 429 after a counted quota lowers the rate by at most this at once
 MAX_RATE = 1e6
 
 
@@ -134,8 +142,11 @@ def on_rate_limited(
     sent_at: float,
     retry_after: float | None,
     accepted: Accepted,
+    granularity: float = 0.0,
 ) -> RateState:
-    """The state after a 429 to a request sent at ``sent_at``, answered at ``now``."""
+    """The state after a 429 to a request sent at ``sent_at``, answered at ``now``.
+    ``granularity``: the Retry-After's resolution (1.0 for whole seconds and HTTP dates, which
+    may be rounded up by up to that much; 0.0 when it has a fraction)."""
     if sent_at < state.epoch_started:
         # The same overload seen late; a longer Retry-After still holds everyone back.
         if retry_after is None:
@@ -155,16 +166,17 @@ def on_rate_limited(
     floor = state.floor
     # Nothing accepted since the last 429: the same cycle goes on.
     cycle_started = now if accepted.cycle or state.cycle_started is None else state.cycle_started
-    guessed = pause if retry_after is None else 0.0
-    if (
-        accepted.cycle
-        and since is not None
-        and since - sending >= LONG_PAUSE
-        and sending < since / 2
-    ):
-        # The server's pause dwarfs the sending (a long window's quota): its share is the rate.
+    guessed = pause if retry_after is None else min(pause, granularity)
+    # How long the server surely kept the client away this cycle: its pauses and the probes it
+    # refused, less what a guessed or rounded-up last pause may have overshot.
+    certain = since - sending - state.guessed if since is not None else 0.0
+    counted = 0.0  # a window's quota over its cycle (accepted over the whole cycle, pauses in)
+    if accepted.cycle and since is not None and certain >= COUNTED_PAUSE and sending < certain:
         # A guessed pause overshot the window's end by half of it, on average.
-        estimate: float | None = accepted.cycle / max(since - state.guessed / 2, 1.0)
+        counted = accepted.cycle / max(since - state.guessed / 2, HOLD)
+    if counted and certain >= LONG_PAUSE:
+        # The server's pause dwarfs the sending (a long window's quota): its share is the rate.
+        estimate: float | None = counted
         counted_window = True
     elif sent_rate is not None and (
         accepted.tail == 0
@@ -183,8 +195,11 @@ def on_rate_limited(
     elif sent_rate is None:
         estimate = None  # unpaced: what was accepted says more about bursts than rates
     else:
-        floor = _floor(state, accepted, sent_rate, cycle_rate if since and since >= HOLD else 0.0)
-        estimate = min(CEILING * sent_rate, max(DEEP * sent_rate, math.sqrt(floor * sent_rate)))
+        held = max(cycle_rate if since and since >= HOLD else 0.0, counted)
+        floor = _floor(state, accepted, sent_rate, held)
+        # A short window's quota counted over its cycle is a floor worth falling towards faster.
+        deep = DEEP_COUNTED if counted else DEEP
+        estimate = min(CEILING * sent_rate, max(deep * sent_rate, math.sqrt(floor * sent_rate)))
     if estimate is None:
         # Nothing to go on yet: slow start from a safe low rate.
         phase = SLOW_START

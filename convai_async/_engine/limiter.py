@@ -273,7 +273,11 @@ class AdaptiveLimiter:
         if sent_at is not None and self._window.succeeded(sent_at, now, self._sending):
             self._wake()
 
-    def on_rate_limited(self, retry_after: float | None, sent_at: float) -> None:
+    def on_rate_limited(
+        self, retry_after: float | None, sent_at: float, granularity: float = 0.0
+    ) -> None:
+        """A 429 to the request sent at ``sent_at``; ``granularity``: 1.0 when its Retry-After
+        has whole seconds (an integer or an HTTP date: it may be rounded up by up to 1 s)."""
         now = self._clock()
         if self._refused_since is None:
             self._refused_since = now
@@ -304,7 +308,12 @@ class AdaptiveLimiter:
         counted = sent_at >= state.epoch_started
         accepted = self._accepted(now, state) if counted else Accepted(0, 0.0, 0)
         new = on_rate_limited(
-            state, now=now, sent_at=sent_at, retry_after=retry_after, accepted=accepted
+            state,
+            now=now,
+            sent_at=sent_at,
+            retry_after=retry_after,
+            accepted=accepted,
+            granularity=granularity,
         )
         self.store_state(new)
         if counted:

@@ -23,7 +23,13 @@ from typing import Any
 
 from attrs import define, frozen
 
-from .._wire.protocol import Endpoint, encode_body, is_retryable, parse_response
+from .._wire.protocol import (
+    Endpoint,
+    encode_body,
+    is_retryable,
+    parse_response,
+    retry_after_granularity,
+)
 from .._wire.secrets import Redactor, Secret, SecretBody
 from ..defaults import DEFAULT_CLOSE_GRACE
 from ..errors import (
@@ -347,7 +353,8 @@ class Session:
             trace.rate_limited += 1
             self._counters.rate_limited += 1
             if is_retryable(error):  # a quota answer says nothing about the rate
-                self._limiter.on_rate_limited(error.retry_after, sent_at)
+                granularity = retry_after_granularity(response.headers)
+                self._limiter.on_rate_limited(error.retry_after, sent_at, granularity)
             if debug:
                 _log_attempt(endpoint, trace, started, response.status, error)
             raise

@@ -55,6 +55,7 @@ __all__ = [
     "error_message",
     "is_retryable",
     "parse_response",
+    "retry_after_granularity",
     "retry_after_seconds",
 ]
 
@@ -217,6 +218,21 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     if seconds != seconds:  # NaN
         return None
     return min(max(0.0, seconds), RETRY_AFTER_CEILING)  # "1e400" is inf: as long as we wait
+
+
+def retry_after_granularity(headers: Mapping[str, str]) -> float:
+    """The resolution of the wait :func:`retry_after_seconds` read: 1.0 for whole seconds (an
+    integer or an HTTP-date, which a server rounds up by up to a second), else 0.0."""
+    if "retry-after-ms" in headers:
+        return 0.0
+    value = headers.get("retry-after", "").strip()
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        return 1.0  # an HTTP-date has whole seconds
+    return 1.0 if seconds.is_integer() else 0.0
 
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
