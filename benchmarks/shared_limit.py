@@ -49,6 +49,7 @@ RATE, BURST, CONCURRENCY, PROCESSES = 200.0, 20, 32, 4
 MODEL = "gpt-4.1"
 Row = dict[str, Any]
 TRACE = False
+RETRY_AFTER = "seconds"  # how the fake's 429s say when to retry (its default: whole seconds)
 
 
 # -- one worker process --------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def worker(argv: list[str]) -> None:
 def fake_server(characters: int, limited: bool = True) -> Iterator[str]:
     command = [
         sys.executable, "-m", "convai_async.testing", "--port", "0", "--seconds", "1800",
-        "--characters", str(characters), "--burst", str(BURST),
+        "--characters", str(characters), "--burst", str(BURST), "--retry-after", RETRY_AFTER,
     ]  # fmt: skip
     if limited:
         command += ["--rate-limit", str(RATE)]
@@ -325,9 +326,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SCENARIO",
     )
     parser.add_argument("--trace", action="store_true", help="each process's rate, to stderr")
+    parser.add_argument(
+        "--retry-after", choices=["seconds", "decimal", "http-date", "none"], default="seconds"
+    )
     args = parser.parse_args(argv)
-    global TRACE
-    TRACE = args.trace
+    global TRACE, RETRY_AFTER
+    TRACE, RETRY_AFTER = args.trace, args.retry_after
     results: Row = {}
     for scenario in args.only:
         if scenario == "shared":
@@ -347,7 +351,13 @@ def main(argv: list[str] | None = None) -> None:
         elif scenario == "restart":
             results["restart"] = restart(args.items)
         print(scenario, json.dumps(results[scenario], indent=1), flush=True)
-    out = Path(__file__).parent / "results" / "shared_limit.json"
+    results["retry_after"] = args.retry_after
+    name = (
+        "shared_limit.json"
+        if args.retry_after == "seconds"
+        else f"shared_limit_{args.retry_after}.json"
+    )
+    out = Path(__file__).parent / "results" / name
     out.write_text(json.dumps(results, indent=1) + "\n")
 
 

@@ -386,6 +386,10 @@ def test_retry_after_http_date() -> None:
         ({"retry-after": "0.005"}, 0.0),
         ({"retry-after": "1.5"}, 0.0),
         ({"retry-after-ms": "250", "retry-after": "1"}, 0.0),  # the milliseconds are read
+        ({"retry-after-ms": "soon", "retry-after": "1"}, 1.0),  # unreadable: seconds instead
+        ({"retry-after": "1.0"}, 0.0),  # written with a fraction: not rounded to seconds
+        ({"retry-after": "1e3"}, 0.0),
+        ({"retry-after": "soon"}, 1.0),  # no wait is read from it: the value is never used
         ({}, 0.0),
     ],
 )

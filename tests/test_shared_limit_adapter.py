@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+import attrs
 import pytest
 import redis.asyncio as aioredis
 
@@ -42,15 +43,23 @@ async def test_states_travel_in_redis_time(
 ) -> None:
     shared = make(redis_server, limiters).shared
     shared._offset = 1000.0  # Redis's clock 1000 s ahead of ours
-    state = RateState(phase=STEADY, base=90.0, good=100.0, epoch_started=5.0, paused_until=7.0)
-    stored = to_shared(state, shared)
-    assert (stored["epoch_started"], stored["paused_until"], stored["reacted_at"]) == (
-        1005.0,
-        1007.0,
-        None,
+    state = RateState(
+        phase=STEADY,
+        base=90.0,
+        good=100.0,
+        epoch_started=5.0,
+        paused_until=7.0,
+        cycle_started=3.0,
+        guessed=1.0,
     )
+    stored = to_shared(state, shared)
+    times = ("epoch_started", "paused_until", "cycle_started", "reacted_at")
+    assert [stored[name] for name in times] == [1005.0, 1007.0, 1003.0, None]
     assert from_shared(json.loads(json.dumps(stored)), shared) == state
     assert from_shared({"phase": "steady"}, shared) is None  # not a state: ignored
+    # A state stored by an older version, without the fields added since: their defaults.
+    older = {k: v for k, v in stored.items() if k not in ("floor", "cycle_started", "guessed")}
+    assert from_shared(older, shared) == attrs.evolve(state, cycle_started=None, guessed=0.0)
 
 
 async def test_one_limiters_429_is_every_limiters_state_and_pause(
@@ -104,3 +113,15 @@ async def test_a_process_joining_a_paced_key_paces_from_its_first_request(
     assert not acquiring.done()  # its first request waits for the pause, paced
     assert joiner.paused_for > 20.0
     acquiring.cancel()
+
+
+async def test_nothing_accepted_here_is_not_nothing_accepted_on_a_busy_key(
+    redis_server: RedisServer, limiters: list[SharedAdaptiveLimiter]
+) -> None:
+    limiter = make(redis_server, limiters)
+    state = RateState(phase=STEADY, base=90.0, good=100.0)
+    alone = limiter._accepted(10.0, state)
+    assert alone.cycle == 0  # alone on the key: its nothing is the key's nothing
+    limiter.shared._recent_share = 0.25  # three others take the rest of the key's slots
+    busy = limiter._accepted(10.0, state)
+    assert busy.cycle == 1  # a cycle must not stretch over the others' successes

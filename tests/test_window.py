@@ -169,3 +169,15 @@ def test_a_cap_found_once_spares_the_rate_only_when_its_pause_is_cheap(
 
     before, after = asyncio.run(main())
     assert (after != before) is rate_reacts
+
+
+def test_a_new_cap_is_held_briefly_and_never_longer_than_the_longest_plateau() -> None:
+    win = SendWindow(8)
+    burst(win, 0.0, cap=3, sent=8)
+    win.sent(0.5, 6)
+    assert win.refused(0.5, 0.52, 30.0, counted=True)  # a 30 s Retry-After
+    win.sent(0.52 + 30.0 + window.MAX_PLATEAU + 0.1, 3)  # held until then at most
+    for at in (0.52 + 30.0 + window.MAX_PLATEAU + 0.1 + step * 0.001 for step in range(4)):
+        win.sent(at, win.limit)
+        win.succeeded(at, at + LATENCY, sending=win.limit - 1)
+    assert win.limit == 4  # the hold is over: probing again

@@ -149,9 +149,10 @@ def on_rate_limited(
     may be rounded up by up to that much; 0.0 when it has a fraction)."""
     if sent_at < state.epoch_started:
         # The same overload seen late; a longer Retry-After still holds everyone back.
-        if retry_after is None:
+        if retry_after is None or now + retry_after <= state.paused_until:
             return state
-        return evolve(state, paused_until=max(state.paused_until, now + retry_after))
+        guessed = min(retry_after, granularity)  # the last pause is now this one
+        return evolve(state, paused_until=now + retry_after, guessed=guessed)
     pause = state.quiet if retry_after is None else retry_after
     paused_until = max(state.paused_until, now + pause)
     quiet = state.quiet
@@ -171,7 +172,7 @@ def on_rate_limited(
     # refused, less what a guessed or rounded-up last pause may have overshot.
     certain = since - sending - state.guessed if since is not None else 0.0
     counted = 0.0  # a window's quota over its cycle (accepted over the whole cycle, pauses in)
-    if accepted.cycle and since is not None and certain >= COUNTED_PAUSE and sending < certain:
+    if accepted.tail and since is not None and certain >= COUNTED_PAUSE and sending < certain:
         # A guessed pause overshot the window's end by half of it, on average.
         counted = accepted.cycle / max(since - state.guessed / 2, HOLD)
     if counted and certain >= LONG_PAUSE:

@@ -16,7 +16,8 @@ Per client, four mechanisms:
   calls raise :class:`~convai_async.errors.RateLimitPatienceError`. One success resets it.
 
 The seam for sharing (issue 13): everything learnt is one :class:`~._engine.controller.RateState`
-moved on by pure functions, ``on_rate_limited(state, now=, sent_at=, retry_after=, accepted=)``,
+moved on by pure functions, ``on_rate_limited(state, now=, sent_at=, retry_after=, accepted=,
+granularity=)``,
 ``on_success(state)`` and ``rate_at(state, now)``; this class reads it through
 :meth:`AdaptiveLimiter.load_state` and writes it through :meth:`AdaptiveLimiter.store_state`,
 both plain attribute access here and synchronous, so a subclass can keep it elsewhere by

@@ -11,8 +11,8 @@ for a level L with at most ``LOW`` of the requests sent at L or under refused, a
 ``HIGH`` of those sent above it (``MIN_EVIDENCE`` refusals or more):
 
 * found: a concurrency cap at L. The window closes to L and stays there for a plateau
-  (``FIRST_HOLD`` when the cap is new, doubled each time the same cap is confirmed, never
-  shorter than ``PROBE_COST`` times the pause),
+  (``FIRST_HOLD`` when the cap is new; from ``MIN_PLATEAU``, doubled each time the same cap is
+  confirmed; never shorter than ``PROBE_COST`` times the pause, up to ``MAX_PLATEAU``),
   then grows by one slot per window of successes (AIMD's additive increase) until a 429 says
   where the cap is again. The limiter leaves the rate alone when the cap is confirmed, or
   found once with a cheap pause (a rate limit taken for a cap costs one more such pause);
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import collections
 
-from .controller import MIN_PLATEAU, PROBE_COST, next_plateau
+from .controller import MAX_PLATEAU, MIN_PLATEAU, PROBE_COST, next_plateau
 
 __all__ = ["SendWindow"]
 
@@ -126,14 +126,13 @@ class SendWindow:
                 self._hold_until = now  # no cap (any more): let the window open again
             return False
         same = self.confirmed = cap == self._cap
-        if same:
-            self._plateau = next_plateau(self._plateau, same=True, pause=pause)
-        else:  # perhaps a level low (a burst arrives in another order than it left): probe soon
-            self._plateau = max(FIRST_HOLD, PROBE_COST * pause)
+        self._plateau = hold = next_plateau(self._plateau, same=same, pause=pause)
+        if not same:  # perhaps a level low (a burst arrives in another order than it left)
+            hold = max(FIRST_HOLD, min(MAX_PLATEAU, PROBE_COST * pause))
         self._cap = cap
         self.size = float(cap)
         self.limit = cap
-        self._hold_until = now + pause + self._plateau
+        self._hold_until = now + pause + hold
         return True
 
     def _find_cap(self) -> int:

@@ -221,18 +221,25 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
 
 
 def retry_after_granularity(headers: Mapping[str, str]) -> float:
-    """The resolution of the wait :func:`retry_after_seconds` read: 1.0 for whole seconds (an
-    integer or an HTTP-date, which a server rounds up by up to a second), else 0.0."""
-    if "retry-after-ms" in headers:
-        return 0.0
+    """The resolution of the wait :func:`retry_after_seconds` reads from the same headers: 1.0
+    for whole seconds (delta-seconds in digits, RFC 9110's form, or an HTTP-date: a server
+    rounds its wait up to them, by up to a second), 0.0 for anything finer (milliseconds, a
+    fraction) or when there is no wait to read."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            float(millis)
+            return 0.0
+        except ValueError:
+            pass  # unreadable: Retry-After is read instead, as retry_after_seconds does
     value = headers.get("retry-after", "").strip()
-    if not value:
-        return 0.0
+    if value.isdigit():
+        return 1.0
     try:
-        seconds = float(value)
+        float(value)
+        return 0.0
     except ValueError:
-        return 1.0  # an HTTP-date has whole seconds
-    return 1.0 if seconds.is_integer() else 0.0
+        return 1.0 if value else 0.0  # a date has whole seconds (an unreadable one: no wait)
 
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {

@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 _TIMES = ("epoch_started", "reacted_at", "paused_until", "cycle_started")
+_ADDED: dict[str, Any] = {"floor": 0.0, "cycle_started": None, "guessed": 0.0}  # since v1
 
 
 class SharedPacer:
@@ -59,7 +60,13 @@ def to_shared(state: RateState, shared: SharedLimit) -> dict[str, Any]:
 def from_shared(data: Mapping[str, Any], shared: SharedLimit) -> RateState | None:
     """A state read from Redis, its times on the local clock (None when it is not one)."""
     try:
-        values = {field.name: data[field.name] for field in attrs.fields(RateState)}
+        # A state stored by an older version lacks the fields added since: their defaults.
+        values: dict[str, Any] = {
+            field.name: data.get(field.name, _ADDED[field.name])
+            if field.name in _ADDED
+            else data[field.name]
+            for field in attrs.fields(RateState)
+        }
         for name in _TIMES:
             if values[name] is not None:
                 values[name] = shared.to_local_time(float(values[name]))
@@ -105,11 +112,12 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
     def _accepted(self, now: float, state: RateState) -> Accepted:
         mine = super()._accepted(now, state)
         share = self._shared.recent_share  # the server accepted every process's requests
-        return Accepted(
-            tail=round(mine.tail / share),
-            tail_seconds=mine.tail_seconds,
-            cycle=round(mine.cycle / share),
-        )
+        cycle = round(mine.cycle / share)
+        if not cycle and share < 1.0:
+            # Nothing accepted here is not nothing accepted on the key (others are sending): a
+            # cycle must not stretch over their successes into a quota that was never spent.
+            cycle = 1
+        return Accepted(tail=round(mine.tail / share), tail_seconds=mine.tail_seconds, cycle=cycle)
 
     @property
     def shared(self) -> SharedLimit:
