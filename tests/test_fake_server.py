@@ -10,7 +10,7 @@ import aiohttp
 import attrs
 import pytest
 
-from convai_async import ConvaiClient, NotFoundError
+from convai_async import ConvaiClient, NotFoundError, RateLimitError
 from convai_async.testing import FakeConvai, Faults, ServerLimiter
 
 HANG_GUARD = 60.0
@@ -175,3 +175,21 @@ async def test_helpers_follow_updates_and_reset(http: aiohttp.ClientSession) -> 
         assert (fake.requests, dict(fake.request_counts), fake.updates_for(one)) == ([], {}, [])
         fake.assert_not_updated(one)
         assert fake.model_of(one) == "gpt-4.1"  # the state stays
+
+
+@pytest.mark.parametrize(("style", "granularity"), [("seconds", 1.0), ("decimal", 0.0)])
+async def test_the_client_tells_its_limiter_a_whole_second_retry_after(
+    style: str, granularity: float
+) -> None:
+    # "Retry-After: 1" may be a 5 ms wait rounded up: the controller must know it (a quota is
+    # not taken as spent for a pause that may be all rounding); "0.35" is exact.
+    faults = Faults(limiter=limiter(GateLimiter(capacity=0)), retry_after=style)  # type: ignore[arg-type]
+    async with FakeConvai(1, faults=faults) as fake:
+        async with ConvaiClient(
+            api_key=fake.api_key, base_url=fake.url, max_retries=0, allow_insecure_http=True
+        ) as client:
+            with pytest.raises(RateLimitError):
+                await client.characters.get(fake.char_ids[0])
+            state = client._session._limiter.load_state()
+    assert state.phase != "open"  # the 429 reached the controller
+    assert state.guessed == granularity
