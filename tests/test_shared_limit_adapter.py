@@ -125,3 +125,15 @@ async def test_nothing_accepted_here_is_not_nothing_accepted_on_a_busy_key(
     limiter.shared._recent_share = 0.25  # three others take the rest of the key's slots
     busy = limiter._accepted(10.0, state)
     assert busy.cycle == 1  # a cycle must not stretch over the others' successes
+
+
+async def test_a_cap_one_process_finds_does_not_set_the_keys_rate(
+    redis_server: RedisServer, limiters: list[SharedAdaptiveLimiter]
+) -> None:
+    limiter = make(redis_server, limiters)
+    window = limiter._window
+    window.size, window.limit, window.latency = 2.0, 2, 0.02  # this process's window: a cap of 2
+    assert window.capacity == pytest.approx(100.0)
+    # Its levels count only its own requests: the key's rate must not be lifted to 100/s by it
+    # (this is what sent four processes' shared pace to 1,000-3,000/s in the benchmark).
+    assert limiter._capacity_rate() is None

@@ -297,7 +297,7 @@ class AdaptiveLimiter:
                 # next 429 says so): the rate has nothing to learn from it. Pacing in steady
                 # is never below what the window lets by.
                 paused_until = max(state.paused_until, now + pause)
-                capacity = self._window.capacity
+                capacity = self._capacity_rate()
                 if state.phase == STEADY and capacity is not None and capacity > state.good:
                     state = evolve(state, good=capacity, base=capacity)
                 self.store_state(evolve(state, paused_until=paused_until))
@@ -319,6 +319,10 @@ class AdaptiveLimiter:
         self.store_state(new)
         if counted:
             self._cycle_successes = 0
+
+    def _capacity_rate(self) -> float | None:
+        """The rate this process's send window lets by, which a cap lifts the learnt rate to."""
+        return self._window.capacity
 
     def _accepted(self, now: float, state: RateState) -> Accepted:
         start = max(now - TAIL_SECONDS, state.epoch_started)

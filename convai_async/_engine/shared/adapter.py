@@ -109,6 +109,12 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
             shared.pause(state.paused_until - now)  # everyone waits, and drops its slots
         shared.publish_state(to_shared(state, shared), rate=rate_at(state, now) or 0.0)
 
+    def _capacity_rate(self) -> None:
+        # One process's send window is not the key's: the others' requests are at the server
+        # too, so its levels (and a cap found from them) say nothing of the key's rate, which
+        # every process would pace at.
+        return None
+
     def _accepted(self, now: float, state: RateState) -> Accepted:
         mine = super()._accepted(now, state)
         share = self._shared.recent_share  # the server accepted every process's requests
