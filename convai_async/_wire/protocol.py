@@ -195,29 +195,7 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
 
     An HTTP-date is read against ``now`` (Unix time, which the caller reads: this layer has no
     clock); without ``now`` a date cannot be read and counts as absent."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None or now is None:
-            return None
-        seconds = when.timestamp() - now
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(0.0, seconds), RETRY_AFTER_CEILING)  # "1e400" is inf: as long as we wait
+    return _read_retry_after(headers, now)[0]
 
 
 def retry_after_granularity(headers: Mapping[str, str]) -> float:
@@ -225,21 +203,37 @@ def retry_after_granularity(headers: Mapping[str, str]) -> float:
     for whole seconds (delta-seconds in digits, RFC 9110's form, or an HTTP-date: a server
     rounds its wait up to them, by up to a second), 0.0 for anything finer (milliseconds, a
     fraction) or when there is no wait to read."""
+    return _read_retry_after(headers, None)[1]
+
+
+def _read_retry_after(headers: Mapping[str, str], now: float | None) -> tuple[float | None, float]:
+    """The wait the headers ask for (None: none readable) and its resolution."""
     millis = headers.get("retry-after-ms")
     if millis is not None:
         try:
-            float(millis)
-            return 0.0
+            return max(0.0, float(millis) / 1000.0), 0.0
         except ValueError:
-            pass  # unreadable: Retry-After is read instead, as retry_after_seconds does
-    value = headers.get("retry-after", "").strip()
-    if value.isdigit():
-        return 1.0
+            pass  # unreadable: Retry-After is read instead
+    value = headers.get("retry-after")
+    if value is None:
+        return None, 0.0
+    value = value.strip()
+    granularity = 1.0 if value.isdigit() else 0.0
     try:
-        float(value)
-        return 0.0
+        seconds = float(value)
     except ValueError:
-        return 1.0 if value else 0.0  # a date has whole seconds (an unreadable one: no wait)
+        granularity = 1.0 if value else 0.0  # a date has whole seconds
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None, granularity
+        if when.tzinfo is None or now is None:
+            return None, granularity
+        seconds = when.timestamp() - now
+    if seconds != seconds:  # NaN
+        return None, granularity
+    # "1e400" is inf: as long as we wait
+    return min(max(0.0, seconds), RETRY_AFTER_CEILING), granularity
 
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
