@@ -4,10 +4,12 @@ transitions, on a virtual clock: no real waiting anywhere."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
 from convai_async._engine import controller
+from convai_async._engine import limiter as limiter_module
 from convai_async._engine.controller import Accepted, RateState, on_rate_limited, rate_at
 from convai_async._engine.limiter import AdaptiveLimiter
 from convai_async.errors import RateLimitError, RateLimitPatienceError
@@ -332,3 +334,131 @@ def test_a_short_windows_quota_counted_over_its_cycle_lets_the_rate_fall_faster(
     # seconds may be all rounding (a token bucket's 5 ms): no quota is known spent.
     assert after.good == pytest.approx(deep * sent)
     assert after.floor == pytest.approx(200 / 1.02)  # either way, the cycle is a floor
+
+
+def _slow_start_refused_by_a_bucket(burst: int, rate: float, state: RateState) -> float:
+    """When a token bucket of ``burst`` at ``rate``, full after the pause, first refuses the
+    slow start's pace (sends 1 ms apart at the pace's rate)."""
+    tokens, at, owed = float(burst), state.epoch_started, 0.0
+    while True:
+        pace = rate_at(state, at)
+        assert pace is not None
+        owed += pace * 0.001
+        tokens = min(float(burst), tokens + rate * 0.001)
+        while owed >= 1.0:
+            owed -= 1.0
+            if tokens < 1.0:
+                return at
+            tokens -= 1.0
+        at += 0.001
+
+
+@pytest.mark.parametrize("burst", [20, 50])
+def test_a_dear_slow_start_429_takes_the_rate_a_bucket_of_the_first_rushs_burst_fits(
+    burst: int,
+) -> None:
+    # After a first rush (burst accepted) and a 1 s pause, the slow start doubles through the
+    # bucket's burst and is refused 2.4x (burst 20) to 4x (50) above its 200/s.
+    state = RateState(
+        phase=controller.SLOW_START, base=30.0, epoch_started=1.0, reacted_at=0.0,
+        paused_until=1.0, cycle_started=0.0,
+    )  # fmt: skip
+    sent_at = _slow_start_refused_by_a_bucket(burst, 200.0, state)
+    refused_at = rate_at(state, sent_at)
+    assert refused_at is not None
+    assert refused_at > 2.2 * 200.0
+    accepted = Accepted(tail=burst + 40, tail_seconds=0.6, cycle=burst + 40, burst=burst)
+    whole = on_rate_limited(
+        state, now=sent_at + 0.01, sent_at=sent_at, retry_after=1.0, accepted=accepted,
+        granularity=1.0,
+    )  # fmt: skip
+    assert whole.good == pytest.approx(200.0, rel=0.1)
+    # A cheap pause makes a step down cheap too: the plain estimate, a bounded step down
+    cheap = on_rate_limited(
+        state, now=sent_at + 0.01, sent_at=sent_at, retry_after=0.01, accepted=accepted
+    )
+    assert cheap.good >= controller.DEEP_COUNTED * refused_at
+    # No rush known (a client limited from its first request): the plain estimate too
+    unknown = on_rate_limited(
+        state, now=sent_at + 0.01, sent_at=sent_at, retry_after=1.0,
+        accepted=Accepted(tail=burst + 40, tail_seconds=0.6, cycle=burst + 40),
+    )  # fmt: skip
+    assert unknown.good >= controller.DEEP_COUNTED * refused_at
+
+
+def test_a_slow_start_refused_with_no_lag_keeps_the_plain_estimate() -> None:
+    # A concurrency cap refuses the pace the moment it crosses: a bucket fit would read a small
+    # burst's lag into it and land far too low, so an overshoot under FIT_LAG is not fitted.
+    state = RateState(
+        phase=controller.SLOW_START, base=30.0, epoch_started=1.0, reacted_at=0.0,
+        paused_until=1.0,
+    )  # fmt: skip
+    sent_at = 1.0 + 0.1 * math.log2(190.0 / 30.0)  # refused as the pace reaches 190/s
+    accepted = Accepted(tail=40, tail_seconds=0.3, cycle=40, burst=4)
+    after = on_rate_limited(
+        state, now=sent_at + 0.01, sent_at=sent_at, retry_after=1.0, accepted=accepted,
+        granularity=1.0,
+    )  # fmt: skip
+    assert after.good >= controller.DEEP * 190.0 * 0.99
+
+
+def test_a_small_burst_is_taken_off_the_floor_and_a_windows_quota_is_not() -> None:
+    state = RateState(
+        phase=controller.STEADY, base=200.0, good=220.0, epoch_started=10.0, plateau=4.0,
+        reacted_at=9.0, cycle_started=9.0,
+    )  # fmt: skip
+    sent_at = 17.0
+    # A bucket of 50 at 200/s: 450 accepted over the last 2 s, 200/s of it the rate
+    bucket = on_rate_limited(
+        state, now=sent_at + 0.01, sent_at=sent_at, retry_after=0.01,
+        accepted=Accepted(tail=450, tail_seconds=2.0, cycle=1400, burst=50),
+    )  # fmt: skip
+    assert bucket.floor == pytest.approx(200.0)
+    # A 1 s window's quota of 200 (the first rush took all of it): 400 over 2 s is the rate
+    windowed = on_rate_limited(
+        state, now=sent_at + 0.01, sent_at=sent_at, retry_after=0.01,
+        accepted=Accepted(tail=400, tail_seconds=2.0, cycle=1400, burst=200),
+    )  # fmt: skip
+    assert windowed.floor == pytest.approx(200.0)
+
+
+def test_the_first_rushs_accepted_requests_are_counted_as_the_burst() -> None:
+    # Sent at once before any 429: 6 accepted (two answered after the first 429), 10 refused.
+    seen: list[Accepted] = []
+
+    def spy(state: RateState, **kwargs: object) -> RateState:
+        accepted = kwargs["accepted"]
+        assert isinstance(accepted, Accepted)
+        seen.append(accepted)
+        return on_rate_limited(state, **kwargs)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        now = [0.0]
+
+        async def sleep(seconds: float) -> None:
+            now[0] += seconds
+
+        limiter = AdaptiveLimiter(max_concurrency=16, clock=lambda: now[0], sleep=sleep)
+        rush = [await limiter.acquire() for _ in range(16)]
+        now[0] = 0.02
+        for at in rush[:4]:
+            limiter.release()
+            limiter.on_success(at)
+        for at in rush[6:]:
+            limiter.release()
+            limiter.on_rate_limited(1.0, at, 1.0)
+        for at in rush[4:6]:  # accepted, answered late
+            limiter.release()
+            limiter.on_success(at)
+        paced = await limiter.acquire()  # after the pause, in the slow start
+        now[0] += 0.02
+        limiter.release()
+        limiter.on_rate_limited(1.0, paced, 1.0)
+
+    controller_on_rate_limited = limiter_module.on_rate_limited
+    limiter_module.on_rate_limited = spy  # type: ignore[assignment]
+    try:
+        asyncio.run(main())
+    finally:
+        limiter_module.on_rate_limited = controller_on_rate_limited
+    assert seen[-1].burst == 6

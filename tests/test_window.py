@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
+from convai_async._engine import limiter as limiter_module
 from convai_async._engine import window
+from convai_async._engine.controller import STEADY, RateState
 from convai_async._engine.limiter import AdaptiveLimiter
 from convai_async._engine.window import SendWindow
 
@@ -181,3 +183,49 @@ def test_a_new_cap_is_held_briefly_and_never_longer_than_the_longest_plateau() -
         win.sent(at, win.limit)
         win.succeeded(at, at + LATENCY, sending=win.limit - 1)
     assert win.limit == 4  # the hold is over: probing again
+
+
+def test_a_refusal_far_under_a_cap_found_before_is_a_rate_limit() -> None:
+    # A first rush found a "cap" at 18; later, paced at ~2 in flight, a probe is refused: the
+    # rush's refusals above 18 linger as evidence, but no cap at 18 refuses a request at 2.
+    win = SendWindow(32)
+    burst(win, 0.0, cap=18, sent=32)
+    assert answer(win, 0.5, 20, ok=False, counted=True)
+    assert win.limit == 18
+    for step in range(400):
+        answer(win, 1.0 + step * 0.01, 1 + step % 2, ok=True)
+    assert not answer(win, 6.0, 2, ok=False, counted=True)
+
+
+def test_a_cap_lifts_the_learnt_rate_no_further_than_a_little_above_what_was_accepted() -> None:
+    # Paced at 100/s, a cap of 3 is found (with a cheap pause): the pace must not bind under
+    # the cap, but a rate limit's refusals taken for a cap must not send it soaring either.
+    async def main() -> tuple[float, float]:
+        now = [0.0]
+
+        async def sleep(seconds: float) -> None:
+            now[0] += seconds
+
+        # Bursts of 8 let each round out at once: its latency is the cap's, not the pace's
+        limiter = AdaptiveLimiter(max_concurrency=8, burst=8, clock=lambda: now[0], sleep=sleep)
+        first = await limiter.acquire()
+        limiter.release()
+        limiter.on_rate_limited(0.01, first)
+        limiter.store_state(
+            RateState(phase=STEADY, base=100.0, good=100.0, epoch_started=now[0], plateau=16.0)
+        )
+        for _ in range(300):  # 3 s accepted at 100/s, answered in 10 ms
+            at = await limiter.acquire()
+            now[0] += 0.01
+            limiter.release()
+            limiter.on_success(at)
+        for _ in range(2):
+            await round_of(limiter, now, 8, 0.01)
+            now[0] += 0.2  # the pacer's burst refills
+        before = limiter.load_state().good
+        await round_of(limiter, now, 8, 0.01)
+        assert limiter.effective_concurrency == 3  # the cap found, at ~3 per 10 ms
+        return before, limiter.load_state().good
+
+    before, after = asyncio.run(main())
+    assert before < after <= limiter_module.CAP_LIFT * 100.0 * 1.05

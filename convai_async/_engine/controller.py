@@ -18,18 +18,25 @@ the gap between the two.
 * ``steady``: after a paced 429, the new last good rate ``good`` lies between the rate refused (an
   upper bound: pacing steadily above any counting limiter's rate ends in a 429) and the best
   **floor** known (a lower bound): what was accepted per second over the last ``HOLD`` seconds or
-  more, what the whole last cycle was accepted at with its pause (a refilled bucket or a fresh
-  window cannot give more than the pause refilled), or the previous floor (at most ``BACKOFF`` x the
-  rate refused). It is their geometric middle, at most ``CEILING`` and at least ``DEEP`` times the
-  rate refused, so a far overshoot (a slow start through a fresh window's quota) is undone in a few
-  429s and a near one costs a few percent. Pacing restarts at ``BACKOFF`` x ``good`` and climbs back
-  towards ``good`` along a CUBIC curve, levelling off after ``plateau`` seconds; past that it probes
-  beyond ``good``, slowly at first and then fast (a freed limit is found in seconds). A 429 that
-  confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a known limit is probed
-  ever more rarely, and the plateau is never shorter than ``PROBE_COST`` times the pause a probe's
-  429 costs (a whole-second Retry-After makes probing dear). A 429 when nothing was accepted
-  since sending resumed (the quota is not back yet) teaches nothing about the rate: the last good
-  rate stands, and the cycle goes on.
+  more (less the first rush's burst when small: a bucket lets it through on top), what the whole
+  last cycle was accepted at with its pause (a refilled bucket or a fresh window cannot give more
+  than the pause refilled), or the previous floor (at most ``BACKOFF`` x the rate refused). It is
+  their geometric middle, at most ``CEILING`` and at least ``DEEP`` times the rate refused, so a
+  far overshoot (a slow start through a fresh window's quota) is undone in a few 429s and a near
+  one costs a few percent. When the slow start's 429 pauses for a ``DEAR_PAUSE`` or more (each step
+  down would cost as much), ``good`` is instead what a token bucket holding the first rush's burst
+  would have to refill at to refuse the slow start's pace just then (``_fitted_rate``), when that
+  says the pace overshot more than ``FIT_LAG`` times: a bucket's burst, spent while the pace
+  doubles, lets it climb 1.6x (burst 5) to 4x (burst 50) past the limit before the first refusal,
+  which a 0.8x descent takes up to six pauses to undo. A misfit (a window, a cap) costs a plateau's
+  ramp at worst; the probes correct it. Pacing restarts at ``BACKOFF`` x ``good`` and climbs back
+  towards ``good`` along a CUBIC curve, levelling off after ``plateau`` seconds; past that it
+  probes beyond ``good``, slowly at first and then fast (a freed limit is found in seconds). A 429
+  that confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a known limit is
+  probed ever more rarely, and the plateau is never shorter than ``PROBE_COST`` times the pause a
+  probe's 429 costs (a whole-second Retry-After makes probing dear). A 429 when nothing was
+  accepted since sending resumed (the quota is not back yet) teaches nothing about the rate: the
+  last good rate stands, and the cycle goes on.
 * **a quota counted**: when the server surely kept the client away (its pauses and refused
   probes, less what the last pause may have overshot: all of a guessed one, a second of one in
   whole seconds, which may be rounding) longer than it then let it send, a window's quota was
@@ -87,16 +94,23 @@ COUNTED_PAUSE = 0.5  # kept away surely this long, and longer than it sent: a qu
 LONG_PAUSE = 2.0  # kept away this long: a long window's quota, its share of the cycle exact
 DEEP_COUNTED = 0.65  # a 429 after a counted quota lowers the rate by at most this at once
 MAX_RATE = 1e6
+DEAR_PAUSE = 0.9  # seconds: a slow start's 429 pausing this long takes the burst-fitted rate
+FIT_LAG = 2.0  # the fitted rate is used when the pace refused was more than this times it
+FIT_STEPS = 200  # of the slow start's pace, integrated
+FIT_ROUNDS = 30  # of bisection
 
 
 @frozen
 class Accepted:
     """What the server accepted, measured by the limiter at a 429: ``tail`` successes over the
-    last ``tail_seconds`` of sending, ``cycle`` successes since the previous reaction."""
+    last ``tail_seconds`` of sending, ``cycle`` successes since the previous reaction, and
+    ``burst`` requests accepted in the unpaced rush before the client's first 429 (a bucket's
+    burst or a window's quota; 0: not known)."""
 
     tail: int
     tail_seconds: float
     cycle: int
+    burst: int = 0
 
 
 @frozen
@@ -201,6 +215,10 @@ def on_rate_limited(
         # A short window's quota counted over its cycle is a floor worth falling towards faster.
         deep = DEEP_COUNTED if counted else DEEP
         estimate = min(CEILING * sent_rate, max(deep * sent_rate, math.sqrt(floor * sent_rate)))
+        if state.phase == SLOW_START and pause >= DEAR_PAUSE:
+            fitted = _fitted_rate(state, sent_at, accepted.burst)
+            if fitted is not None:
+                estimate = min(CEILING * sent_rate, max(floor, fitted))
     if estimate is None:
         # Nothing to go on yet: slow start from a safe low rate.
         phase = SLOW_START
@@ -237,12 +255,55 @@ def next_plateau(plateau: float, *, same: bool, pause: float) -> float:
     return max(plateau, min(MAX_PLATEAU, PROBE_COST * pause))
 
 
+def _fitted_rate(state: RateState, refused_at: float, burst: int) -> float | None:
+    """The rate a token bucket holding ``burst`` must refill at to refuse the slow start's pace
+    first at ``refused_at`` (full at the start, as far as the pause before refilled it), or None
+    when that says little: no burst known, a slow start that sent no more than the burst (the
+    quota had not come back), or an overshoot under ``FIT_LAG`` (a concurrency cap, which
+    refuses with no lag, reads the same; the plain estimate is as good there)."""
+    span = refused_at - state.epoch_started
+    if burst <= 0 or span <= 0.0:
+        return None
+    refused = state.base * 2.0 ** (span / SLOW_START_DOUBLING)
+    sent = (refused - state.base) * SLOW_START_DOUBLING / math.log(2.0)
+    if sent <= burst:
+        return None
+    pause = state.epoch_started - (state.reacted_at if state.reacted_at is not None else 0.0)
+    step = span / FIT_STEPS
+    paced = [
+        state.base * 2.0 ** ((index + 0.5) * step / SLOW_START_DOUBLING) * step
+        for index in range(FIT_STEPS)
+    ]
+
+    def spent_before(rate: float) -> bool:  # the bucket ran dry before refused_at
+        tokens = min(float(burst), rate * pause)
+        refill = rate * step
+        for sends in paced:
+            tokens = min(float(burst), tokens + refill - sends)
+            if tokens < 0.0:
+                return True
+        return False
+
+    low, high = MIN_RATE, refused
+    for _ in range(FIT_ROUNDS):
+        middle = (low + high) / 2.0
+        if spent_before(middle):
+            low = middle
+        else:
+            high = middle
+    return high if FIT_LAG * high < refused else None
+
+
 def _floor(state: RateState, accepted: Accepted, refused_at: float, cycle_rate: float) -> float:
     """The best rate known to be under the limit, after a 429 at ``refused_at``: what was
-    accepted per second over the last ``HOLD`` seconds or more of sending (all of it, before
+    accepted per second over the last ``HOLD`` seconds or more of sending, less a small burst
+    (all of it, before
     this first 429 of the epoch: sent, not merely allowed), what the last whole cycle (pause
     included) was accepted at, or the previous floor (at most ``BACKOFF`` x ``refused_at``)."""
-    held = accepted.tail / accepted.tail_seconds if accepted.tail_seconds >= HOLD else 0.0
+    # A bucket lets its burst through on top of its rate: a small burst is taken off what the
+    # tail was accepted (a window's quota, as large as the tail, is not a burst on top).
+    burst = accepted.burst if 2 * accepted.burst < accepted.tail else 0
+    held = (accepted.tail - burst) / accepted.tail_seconds if accepted.tail_seconds >= HOLD else 0.0
     # A floor refused at was a little high (or the room shrank): it still bounds the fall.
     candidates = [held, cycle_rate, min(state.floor, BACKOFF * refused_at)]
     return min(max(candidates), CEILING * refused_at)

@@ -39,7 +39,16 @@ from typing import Protocol
 from attrs import evolve
 
 from ..errors import RateLimitPatienceError
-from .controller import OPEN, STEADY, Accepted, RateState, on_rate_limited, on_success, rate_at
+from .controller import (
+    OPEN,
+    SLOW_START,
+    STEADY,
+    Accepted,
+    RateState,
+    on_rate_limited,
+    on_success,
+    rate_at,
+)
 from .window import SendWindow
 
 __all__ = ["DEFAULT_RATE_LIMIT_PATIENCE", "AdaptiveLimiter", "LocalBucket", "Pacer"]
@@ -48,6 +57,7 @@ DEFAULT_RATE_LIMIT_PATIENCE = 300.0
 MAX_PACING_SLEEP = 0.05  # the rate may rise while the head of the line waits: look again
 TAIL_SECONDS = 2.0
 CHEAP_PAUSE = 0.25  # seconds: a 429 pausing less than this may be taken for a cap unconfirmed
+CAP_LIFT = 1.3  # a cap lifts the learnt rate to at most this times what was accepted
 SUCCESS_LOG_SIZE = 1 << 16
 _EPSILON = 1e-9
 
@@ -114,6 +124,11 @@ class AdaptiveLimiter:
         self._successes: collections.deque[float] = collections.deque(maxlen=SUCCESS_LOG_SIZE)
         self._cycle_successes = 0
         self._refused_since: float | None = None  # first 429 with no success since
+        # The unpaced rush before the first 429: the send times of its successes (the last
+        # TAIL_SECONDS of them), counted into ``_rush_accepted`` at the slow start's first 429.
+        self._rush: collections.deque[float] | None = collections.deque()
+        self._rush_refused: float | None = None  # the send time of the first request refused
+        self._rush_accepted = 0
 
     # -- the learnt state (the seam a shared limiter overrides) ---------------------------------
 
@@ -268,11 +283,22 @@ class AdaptiveLimiter:
         now = self._clock()
         self._successes.append(now)
         self._cycle_successes += 1
+        if self._rush is not None and sent_at is not None:
+            self._note_rush(self._rush, sent_at)
         if self._refused_since is not None:
             self._refused_since = None
             self.store_state(on_success(self.load_state()))
         if sent_at is not None and self._window.succeeded(sent_at, now, self._sending):
             self._wake()
+
+    def _note_rush(self, rush: collections.deque[float], sent_at: float) -> None:
+        refused = self._rush_refused
+        if refused is None:
+            rush.append(sent_at)
+            while rush[0] < sent_at - TAIL_SECONDS:
+                rush.popleft()
+        elif sent_at <= refused:  # answered after the first 429, sent before its request
+            rush.append(sent_at)
 
     def on_rate_limited(
         self, retry_after: float | None, sent_at: float, granularity: float = 0.0
@@ -285,6 +311,7 @@ class AdaptiveLimiter:
         state = self.load_state()
         if not self._limited:
             self._limited = True
+            self._rush_refused = sent_at
             state = RateState(epoch_started=self._first_send or sent_at)
         pause = state.quiet if retry_after is None else retry_after
         counted = sent_at >= max(state.epoch_started, self._window_epoch)
@@ -298,6 +325,8 @@ class AdaptiveLimiter:
                 # is never below what the window lets by.
                 paused_until = max(state.paused_until, now + pause)
                 capacity = self._capacity_rate()
+                if capacity is not None:  # a rate limit taken for a cap must not soar
+                    capacity = min(capacity, CAP_LIFT * self._accepted_rate(now))
                 if state.phase == STEADY and capacity is not None and capacity > state.good:
                     state = evolve(state, good=capacity, base=capacity)
                 self.store_state(evolve(state, paused_until=paused_until))
@@ -307,6 +336,11 @@ class AdaptiveLimiter:
                 self.store_state(evolve(state, paused_until=now + pause))
             return
         counted = sent_at >= state.epoch_started
+        if counted and state.phase == SLOW_START and self._rush is not None:
+            # The rush's answers are all in now: how much of it was accepted, a bucket's burst.
+            start = (self._rush_refused or sent_at) - TAIL_SECONDS
+            self._rush_accepted = sum(1 for at in self._rush if at >= start)
+            self._rush = None
         accepted = self._accepted(now, state) if counted else Accepted(0, 0.0, 0)
         new = on_rate_limited(
             state,
@@ -324,6 +358,16 @@ class AdaptiveLimiter:
         """The rate this process's send window lets by, which a cap lifts the learnt rate to."""
         return self._window.capacity
 
+    def _accepted_rate(self, now: float) -> float:
+        """Successes per second over the last ``TAIL_SECONDS`` (epochs ignored)."""
+        start = now - TAIL_SECONDS
+        count = 0
+        for at in reversed(self._successes):
+            if at < start:
+                break
+            count += 1
+        return count / TAIL_SECONDS
+
     def _accepted(self, now: float, state: RateState) -> Accepted:
         start = max(now - TAIL_SECONDS, state.epoch_started)
         tail = 0
@@ -331,4 +375,9 @@ class AdaptiveLimiter:
             if at < start:
                 break
             tail += 1
-        return Accepted(tail=tail, tail_seconds=max(0.0, now - start), cycle=self._cycle_successes)
+        return Accepted(
+            tail=tail,
+            tail_seconds=max(0.0, now - start),
+            cycle=self._cycle_successes,
+            burst=self._rush_accepted,
+        )

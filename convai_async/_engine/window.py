@@ -120,6 +120,8 @@ class SendWindow:
         known = self._cap
         if not cap and known and level > known and self._clean_under(known):
             cap = known  # a probe beyond the known cap found it where it was
+        if 2 * level <= cap:
+            cap = 0  # refused at half the cap or under: no cap explains it (old evidence lingers)
         self._fade()
         if not cap:
             if self.capped:

@@ -123,7 +123,12 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
             # Nothing accepted here is not nothing accepted on the key (others are sending): a
             # cycle must not stretch over their successes into a quota that was never spent.
             cycle = 1
-        return Accepted(tail=round(mine.tail / share), tail_seconds=mine.tail_seconds, cycle=cycle)
+        return Accepted(
+            tail=round(mine.tail / share),
+            tail_seconds=mine.tail_seconds,
+            cycle=cycle,
+            burst=round(mine.burst / share),
+        )
 
     @property
     def shared(self) -> SharedLimit:
