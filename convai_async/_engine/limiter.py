@@ -2,11 +2,14 @@
 
 Per client, four mechanisms:
 
-* **Concurrency**: at most ``max_concurrency`` attempts in flight, ever. The effective limit is
-  AIMD-controlled: multiplied by ``BACKOFF_FACTOR`` on a 429 (once per epoch), grown by one
-  slot per window of successes while it is the bottleneck.
+* **Concurrency**: at most ``max_concurrency`` attempts in flight, ever; of those, at most the
+  send window (:mod:`._engine.window`) at the server at once, which closes on a concurrency cap
+  when the 429s come only above some level and probes past it one slot at a time. A cap lifts
+  the learnt rate to what the window lets by, at most ``CAP_LIFT`` times what was accepted.
 * **Pacing**: at the rate the controller (:mod:`._engine.controller`) has learnt, and never
-  above ``requests_per_second`` when that is configured, through a :class:`Pacer`.
+  above ``requests_per_second`` when that is configured, through a :class:`Pacer`. What the
+  unpaced rush before the first 429 was accepted is counted once, at the slow start's first
+  429 (the rush's late answers are in by then), and passed on as ``Accepted.burst``.
 * **Pause**: a 429 holds back every new attempt of this client until its ``Retry-After`` has
   passed, however long: Retry-After is a floor, never shortened (deciding that a wait is too
   long to make is the caller's business). Without it, a short quiet period that doubles while
@@ -17,8 +20,7 @@ Per client, four mechanisms:
 
 The seam for sharing (issue 13): everything learnt is one :class:`~._engine.controller.RateState`
 moved on by pure functions, ``on_rate_limited(state, now=, sent_at=, retry_after=, accepted=,
-granularity=)``,
-``on_success(state)`` and ``rate_at(state, now)``; this class reads it through
+granularity=)``, ``on_success(state)`` and ``rate_at(state, now)``; this class reads it through
 :meth:`AdaptiveLimiter.load_state` and writes it through :meth:`AdaptiveLimiter.store_state`,
 both plain attribute access here and synchronous, so a subclass can keep it elsewhere by
 holding a local copy that a background task reconciles with the store (the pause,
@@ -338,8 +340,8 @@ class AdaptiveLimiter:
         counted = sent_at >= state.epoch_started
         if counted and state.phase == SLOW_START and self._rush is not None:
             # The rush's answers are all in now: how much of it was accepted, a bucket's burst.
-            start = (self._rush_refused or sent_at) - TAIL_SECONDS
-            self._rush_accepted = sum(1 for at in self._rush if at >= start)
+            refused = sent_at if self._rush_refused is None else self._rush_refused
+            self._rush_accepted = sum(1 for at in self._rush if at >= refused - TAIL_SECONDS)
             self._rush = None
         accepted = self._accepted(now, state) if counted else Accepted(0, 0.0, 0)
         new = on_rate_limited(
@@ -360,23 +362,20 @@ class AdaptiveLimiter:
 
     def _accepted_rate(self, now: float) -> float:
         """Successes per second over the last ``TAIL_SECONDS`` (epochs ignored)."""
-        start = now - TAIL_SECONDS
+        return self._successes_since(now - TAIL_SECONDS) / TAIL_SECONDS
+
+    def _successes_since(self, start: float) -> int:
         count = 0
         for at in reversed(self._successes):
             if at < start:
                 break
             count += 1
-        return count / TAIL_SECONDS
+        return count
 
     def _accepted(self, now: float, state: RateState) -> Accepted:
         start = max(now - TAIL_SECONDS, state.epoch_started)
-        tail = 0
-        for at in reversed(self._successes):
-            if at < start:
-                break
-            tail += 1
         return Accepted(
-            tail=tail,
+            tail=self._successes_since(start),
             tail_seconds=max(0.0, now - start),
             cycle=self._cycle_successes,
             burst=self._rush_accepted,
