@@ -293,6 +293,13 @@ class AdaptiveLimiter:
         if sent_at is not None and self._window.succeeded(sent_at, now, self._sending):
             self._wake()
 
+    def _meet_the_limit(self, at: float) -> None:
+        """The limit is met (this client's 429 to a request sent ``at``, or a process sharing
+        the key met it by then): paced from now on, and the unpaced rush is over."""
+        self._limited = True
+        if self._rush_refused is None:
+            self._rush_refused = at
+
     def _note_rush(self, rush: collections.deque[float], sent_at: float) -> None:
         refused = self._rush_refused
         if refused is None:
@@ -312,8 +319,7 @@ class AdaptiveLimiter:
             self._refused_since = now
         state = self.load_state()
         if not self._limited:
-            self._limited = True
-            self._rush_refused = sent_at
+            self._meet_the_limit(sent_at)
             state = RateState(epoch_started=self._first_send or sent_at)
         pause = state.quiet if retry_after is None else retry_after
         counted = sent_at >= max(state.epoch_started, self._window_epoch)
@@ -321,7 +327,7 @@ class AdaptiveLimiter:
             # A concurrency cap: the window has closed on it. Found again where it was, the
             # rate has nothing to learn from it (the pause still holds everyone back).
             self._window_epoch = now
-            if (self._window.confirmed or pause < CHEAP_PAUSE) and state.phase != OPEN:
+            if self._cap_explains(pause) and state.phase != OPEN:
                 # A cap confirmed, or suspected when a mistake costs little (a rate limit's
                 # next 429 says so): the rate has nothing to learn from it. Pacing in steady
                 # is never below what the window lets by.
@@ -355,6 +361,11 @@ class AdaptiveLimiter:
         self.store_state(new)
         if counted:
             self._cycle_successes = 0
+
+    def _cap_explains(self, pause: float) -> bool:
+        """Whether the cap the send window has just found explains a 429 that pauses for
+        ``pause``: confirmed, or found once when a mistake costs little."""
+        return self._window.confirmed or pause < CHEAP_PAUSE
 
     def _capacity_rate(self) -> float | None:
         """The rate this process's send window lets by, which a cap lifts the learnt rate to."""
