@@ -175,9 +175,9 @@ BEHAVIOURS: dict[str, Callable[[], tuple[limits.ServerLimiter, float]]] = {
 }
 
 
-def run_behaviour(name: str, style: str, items: int = 4000) -> Run:
+def run_behaviour(name: str, style: str, items: int = 4000, seed: int = 12) -> Run:
     limiter, tenant_seconds = BEHAVIOURS[name]()
-    server = SimServer(limiter, style)
+    server = SimServer(limiter, style, random=random.Random(seed))
     if tenant_seconds:
         server.tenant = limits.Tenant(limiter, rate=RATE / 2)
         server.tenant_stops_at = tenant_seconds
@@ -204,6 +204,23 @@ def test_the_controller_finds_and_holds_the_limit(name: str, style: str) -> None
     run = run_behaviour(name, style)
     assert run.applied == run.items
     assert not run.failures
+    assert refused_share_after(run, 1.0) <= 0.03
+    assert second_half_rate(run) == pytest.approx(RATE, rel=0.10)
+
+
+@pytest.mark.parametrize("seed", range(13, 18))
+@pytest.mark.parametrize("style", limits.RETRY_AFTER_STYLES)
+def test_a_concurrency_cap_is_found_whatever_the_jitter(
+    style: str, seed: int, request: Any
+) -> None:
+    # The cap is the behaviour most sensitive to how the sends happen to arrive: the client's
+    # count of requests at the server is the server's give or take one.
+    if (style, seed) == ("seconds", 13):
+        # Four 429s each cost a whole second before the cap is confirmed, and the rate learnt
+        # in between is cut each time: 161/s in the second half.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="whole-second 429s, seed 13"))
+    run = run_behaviour("concurrency cap", style, seed=seed)
+    assert run.applied == run.items
     assert refused_share_after(run, 1.0) <= 0.03
     assert second_half_rate(run) == pytest.approx(RATE, rel=0.10)
 

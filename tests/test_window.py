@@ -219,13 +219,52 @@ def test_a_cap_lifts_the_learnt_rate_no_further_than_a_little_above_what_was_acc
             now[0] += 0.01
             limiter.release()
             limiter.on_success(at)
-        for _ in range(2):
+        for _ in range(3):  # rounds until the cap is found (its evidence builds up)
+            before = limiter.load_state().good
             await round_of(limiter, now, 8, 0.01)
             now[0] += 0.2  # the pacer's burst refills
-        before = limiter.load_state().good
-        await round_of(limiter, now, 8, 0.01)
+            if limiter.effective_concurrency < 8:
+                break
         assert limiter.effective_concurrency == 3  # the cap found, at ~3 per 10 ms
         return before, limiter.load_state().good
 
     before, after = asyncio.run(main())
     assert before < after <= limiter_module.CAP_LIFT * 100.0 * 1.05
+
+
+def steady(win: SendWindow, start: float, levels: list[int]) -> None:
+    """Paced sends at these levels, all accepted, one every 5 ms."""
+    for index, level in enumerate(levels):
+        answer(win, start + index * 0.005, level, ok=True)
+
+
+def test_refusals_at_a_level_few_recent_sends_reach_close_the_window_under_it() -> None:
+    # Jitter blurs a cap of 4: most sends the client counts at 5 are at 4 at the server and
+    # are accepted, so no level splits the answers into clean and mostly refused. But only 2%
+    # of the recent sends reached 5, and a rate limit's refusals would fall where sends go.
+    win = SendWindow(32)
+    steady(win, 0.0, [2, 3, 4, 3] * 60 + [5] * 4)
+    assert not answer(win, 2.0, 5, ok=False, counted=True)  # once: a rate limit's, perhaps
+    assert not win.capped
+    steady(win, 2.1, [3, 4] * 10)
+    assert answer(win, 3.0, 5, ok=False, counted=True)  # twice there, never under it: a cap
+    assert (win.limit, win.capped, win.confirmed) == (4, True, False)
+
+
+def test_refusals_at_the_levels_a_rate_probe_lifted_the_sends_to_are_no_cap() -> None:
+    # A rate probe raises the pace, and with it the levels: its refusals land at levels the
+    # long run rarely saw, but that the recent sends reach often.
+    win = SendWindow(32)
+    steady(win, 0.0, [2, 3, 4, 3] * 60)
+    steady(win, 1.5, [5, 6, 7] * 40)
+    assert not answer(win, 2.5, 7, ok=False, counted=True)
+    assert not answer(win, 2.6, 7, ok=False, counted=True)
+    assert not win.capped
+
+
+def test_a_rare_level_refused_under_clean_levels_needs_a_full_set_of_recent_answers() -> None:
+    win = SendWindow(32)
+    steady(win, 0.0, [2, 3] * (window.RECENT // 4))  # half a set
+    assert not answer(win, 1.0, 5, ok=False, counted=True)
+    assert not answer(win, 1.1, 5, ok=False, counted=True)
+    assert not win.capped

@@ -8,7 +8,10 @@ and those sent at N or fewer are not; under a rate limit, refusals come at every
 window records the **level** of each send (how many were at the server, itself included) and
 counts answers per level (halved at each reaction, so old evidence fades). At a 429, it looks
 for a level L with at most ``LOW`` of the requests sent at L or under refused, and at least
-``HIGH`` of those sent above it (``MIN_EVIDENCE`` refusals or more):
+``HIGH`` of those sent above it (``MIN_EVIDENCE`` refusals or more), or failing that, whether
+this refusal and one before it came at a level that at most ``RARE`` of the last ``RECENT``
+answers reached, with the levels under it clean (a cap just under it: jitter blurs the levels,
+so a cap rarely shows the first split clearly; a rate limit's refusals fall where the sends go):
 
 * found: a concurrency cap at L. The window closes to L and stays there for a plateau
   (``FIRST_HOLD`` when the cap is new; from ``MIN_PLATEAU``, doubled each time the same cap is
@@ -35,6 +38,9 @@ LOW = 0.1  # at most this share refused at or under a cap
 HIGH = 0.75  # at least this share refused above it
 MIN_EVIDENCE = 6.0  # refusals above a cap before it is believed
 FIRST_HOLD = 0.5  # seconds a cap found for the first time is held before probing
+RARE = 0.05  # a level at most this share of the recent answers reached is a rare one
+RECENT = 200  # answers whose levels say which levels are rare (a full set of them, no fewer)
+RARE_EVIDENCE = 1.5  # fading refusals at a rare level or above: this one and one before it
 MAX_LEVELS = 4096  # sends remembered; answers never given (timeouts) are forgotten at this size
 
 
@@ -48,6 +54,7 @@ class SendWindow:
         "_max",
         "_ok",
         "_plateau",
+        "_recent",
         "_refusals",
         "_refused",
         "confirmed",
@@ -65,6 +72,7 @@ class SendWindow:
         self._refusals: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
         self._ok = [0.0] * (max_concurrency + 1)  # successes per level, fading
         self._refused = [0.0] * (max_concurrency + 1)
+        self._recent: collections.deque[int] = collections.deque(maxlen=RECENT)
         self._hold_until = 0.0
         self._plateau = MIN_PLATEAU  # seconds the window holds after a cap is found
         self._cap = 0  # the cap last found (0: none)
@@ -98,7 +106,9 @@ class SendWindow:
         latency = now - sent_at
         average = self.latency
         self.latency = latency if average is None else average + SMOOTHING * (latency - average)
-        self._ok[self._level(sent_at)] += 1.0
+        level = self._level(sent_at)
+        self._ok[level] += 1.0
+        self._recent.append(level)
         size = self.size
         if size < self._max and now >= self._hold_until and sending + 1 >= self.limit:
             self.size = size = min(float(self._max), size + 1.0 / size)  # probing for room
@@ -114,6 +124,7 @@ class SendWindow:
         level = self._level(sent_at)
         self._refusals.append((now, sent_at))
         self._refused[level] += 1.0
+        self._recent.append(level)
         if not counted:
             return False
         cap = self._find_cap()
@@ -122,6 +133,8 @@ class SendWindow:
             cap = known  # a probe beyond the known cap found it where it was
         if 2 * level <= cap:
             cap = 0  # refused at half the cap or under: no cap explains it (old evidence lingers)
+        if not cap:
+            cap = self._rare_cap(level)
         self._fade()
         if not cap:
             if self.capped:
@@ -163,6 +176,22 @@ class SendWindow:
             ):
                 found, best = level, share_above - share_under
         return found
+
+    def _rare_cap(self, level: int) -> int:
+        """``level - 1`` when this refusal, and one before it, came at a level few of the recent
+        answers reached, with the levels under it clean; else 0. Under a rate limit a refusal
+        falls on any send, at each level about as often as sends go there; under a cap, only
+        above it. The split ``_find_cap`` looks for needs most sends above the cap refused,
+        which jitter denies: a level the client counts 5 is often 4 at the server, so most of
+        its sends are accepted. Recent answers, not all of them: a rate probe lifts the levels
+        to ones rarely seen before, and its refusals land there.
+        """
+        recent = self._recent
+        if level < 2 or len(recent) < RECENT or sum(self._refused[level:]) < RARE_EVIDENCE:
+            return 0
+        if sum(1 for seen in recent if seen >= level) > RARE * RECENT:
+            return 0
+        return level - 1 if self._clean_under(level - 1) else 0
 
     def _clean_under(self, level: int) -> bool:
         """At most ``LOW`` of the requests sent at ``level`` or under were refused."""
