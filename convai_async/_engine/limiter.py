@@ -332,7 +332,7 @@ class AdaptiveLimiter:
                 # next 429 says so): the rate has nothing to learn from it. Pacing in steady
                 # is never below what the window lets by.
                 paused_until = max(state.paused_until, now + pause)
-                capacity = self._capacity_rate()
+                capacity = self._window.capacity  # what the window lets by
                 if capacity is not None:  # a rate limit taken for a cap must not soar
                     capacity = min(capacity, CAP_LIFT * self._accepted_rate(now))
                 if state.phase == STEADY and capacity is not None and capacity > state.good:
@@ -366,10 +366,6 @@ class AdaptiveLimiter:
         """Whether the cap the send window has just found explains a 429 that pauses for
         ``pause``: confirmed, or found once when a mistake costs little."""
         return self._window.confirmed or pause < CHEAP_PAUSE
-
-    def _capacity_rate(self) -> float | None:
-        """The rate this process's send window lets by, which a cap lifts the learnt rate to."""
-        return self._window.capacity
 
     def _accepted_rate(self, now: float) -> float:
         """Successes per second over the last ``TAIL_SECONDS`` (epochs ignored)."""

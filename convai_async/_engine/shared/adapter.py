@@ -111,15 +111,12 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
         shared.publish_state(to_shared(state, shared), rate=rate_at(state, now) or 0.0)
 
     def _cap_explains(self, pause: float) -> bool:
-        # Nor does a cap it finds explain the key's 429s: taken for one, a probe's refusals were
-        # swallowed while the shared pace climbed to 1.7x the limit, then came down a pause a step.
-        return False
-
-    def _capacity_rate(self) -> None:
         # One process's send window is not the key's: the others' requests are at the server
-        # too, so its levels (and a cap found from them) say nothing of the key's rate, which
-        # every process would pace at.
-        return None
+        # too, so its levels (and a cap found from them) neither explain the key's 429s nor lift
+        # the key's rate to the window's capacity (which needs a cap that explains). Taken for
+        # one, a probe's refusals were swallowed while the shared pace climbed to 1.7x the
+        # limit, then came down a pause a step.
+        return False
 
     def _accepted(self, now: float, state: RateState) -> Accepted:
         mine = super()._accepted(now, state)
