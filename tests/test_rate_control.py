@@ -210,15 +210,9 @@ def test_the_controller_finds_and_holds_the_limit(name: str, style: str) -> None
 
 @pytest.mark.parametrize("seed", range(13, 18))
 @pytest.mark.parametrize("style", limits.RETRY_AFTER_STYLES)
-def test_a_concurrency_cap_is_found_whatever_the_jitter(
-    style: str, seed: int, request: Any
-) -> None:
+def test_a_concurrency_cap_is_found_whatever_the_jitter(style: str, seed: int) -> None:
     # The cap is the behaviour most sensitive to how the sends happen to arrive: the client's
-    # count of requests at the server is the server's give or take one.
-    if (style, seed) == ("seconds", 13):
-        # Four 429s each cost a whole second before the cap is confirmed, and the rate learnt
-        # in between is cut each time: 161/s in the second half.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="whole-second 429s, seed 13"))
+    # count of requests at the server is the server's or one more.
     run = run_behaviour("concurrency cap", style, seed=seed)
     assert run.applied == run.items
     assert refused_share_after(run, 1.0) <= 0.03

@@ -268,3 +268,16 @@ def test_a_rare_level_refused_under_clean_levels_needs_a_full_set_of_recent_answ
     assert not answer(win, 1.0, 5, ok=False, counted=True)
     assert not answer(win, 1.1, 5, ok=False, counted=True)
     assert not win.capped
+
+
+def test_a_refusal_under_a_cap_found_before_is_a_rate_limit_even_above_half_of_it() -> None:
+    # A token bucket's first rush accepts its burst and refuses above it, which reads as a cap
+    # at 9; paced at ~5 in flight, its next refusal at 5 is the bucket's rate, not that cap
+    # confirmed (it left the rate untouched, over the limit, and cost a whole-second pause).
+    win = SendWindow(32)
+    burst(win, 0.0, cap=9, sent=32)
+    assert answer(win, 0.5, 12, ok=False, counted=True)
+    assert win.limit == 9
+    steady(win, 1.0, [3, 4, 5, 4] * 100)
+    assert not answer(win, 4.0, 5, ok=False, counted=True)
+    assert not win.confirmed

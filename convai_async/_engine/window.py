@@ -131,8 +131,12 @@ class SendWindow:
         known = self._cap
         if not cap and known and level > known and self._clean_under(known):
             cap = known  # a probe beyond the known cap found it where it was
-        if 2 * level <= cap:
-            cap = 0  # refused at half the cap or under: no cap explains it (old evidence lingers)
+        if level < cap:
+            # Refused under the cap: no cap explains it (old evidence lingers: a first rush
+            # accepted up to a bucket's burst and refused above it). The client counts at least
+            # as many at the server as the server does; one refused at the cap's own level may
+            # be the server's lag in counting a finished request out.
+            cap = 0
         if not cap:
             cap = self._rare_cap(level)
         self._fade()
