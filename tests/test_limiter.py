@@ -279,6 +279,37 @@ def test_a_429_before_anything_was_accepted_again_keeps_the_good_rate() -> None:
     assert later.good == 200.0
 
 
+def test_429s_that_teach_nothing_confirm_nothing_the_probes_keep_their_time() -> None:
+    # A sliding window's quiet probes, refused while its quota is spent, say nothing of the
+    # rate: taken for the same limit found again, they doubled the plateau each time, and a
+    # first estimate 27% under the limit was held 11 s before the next probe.
+    state = RateState(
+        phase=controller.STEADY, base=134.0, good=145.6, epoch_started=0.44, reacted_at=0.29,
+        plateau=controller.MIN_PLATEAU,
+    )  # fmt: skip
+    nothing = Accepted(tail=0, tail_seconds=0.01, cycle=0)
+    after = on_rate_limited(state, now=0.447, sent_at=0.44, retry_after=None, accepted=nothing)
+    again = on_rate_limited(after, now=0.761, sent_at=0.755, retry_after=None, accepted=nothing)
+    assert (after.good, again.good) == (145.6, 145.6)
+    assert (after.plateau, again.plateau) == (controller.MIN_PLATEAU, controller.MIN_PLATEAU)
+
+
+def test_a_ceiling_bounds_the_rate_a_429_is_taken_for() -> None:
+    # Long past its plateau, with the send window closed on a cap, the pace's curve has climbed
+    # far beyond what the window let by: a 429 then is a refusal of what was sent, not of it.
+    state = RateState(phase=controller.STEADY, base=282.0, good=282.0, epoch_started=0.5)
+    curve = rate_at(state, 6.8)
+    assert curve is not None
+    assert curve > 1000.0
+    accepted = Accepted(tail=437, tail_seconds=2.0, cycle=937)
+    free = on_rate_limited(state, now=6.81, sent_at=6.8, retry_after=None, accepted=accepted)
+    bound = on_rate_limited(
+        state, now=6.81, sent_at=6.8, retry_after=None, accepted=accepted, ceiling=272.0
+    )
+    assert free.good > 1000.0  # what the curve said, without the ceiling
+    assert 200.0 <= bound.good <= controller.CEILING * 272.0
+
+
 def test_429s_without_retry_after_and_nothing_accepted_are_one_cycle_of_a_long_window() -> None:
     # A 10 s window's quota of 2,000 spent by 1.4 s; no Retry-After, so the client probes with
     # quiet pauses (the last one 2 s, from 9.8 s) and is accepted again at 11.8 s.

@@ -142,3 +142,5 @@ async def test_a_cap_one_process_finds_does_not_set_the_keys_rate(
     window.confirmed = True
     assert not limiter._cap_explains(0.01)
     assert not limiter._cap_explains(1.0)
+    # Nor does its window bound the rate the key's 429s are taken for: the others send beside it.
+    assert limiter._rate_ceiling() is None

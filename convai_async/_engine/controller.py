@@ -36,7 +36,9 @@ the gap between the two.
   probed ever more rarely, and the plateau is never shorter than ``PROBE_COST`` times the pause a
   probe's 429 costs (a whole-second Retry-After makes probing dear). A 429 when nothing was
   accepted since sending resumed (the quota is not back yet) teaches nothing about the rate: the
-  last good rate stands, and the cycle goes on.
+  last good rate stands, unconfirmed (the next probe keeps its time), and the cycle goes on. A
+  ``ceiling`` (a send window closed on a cap) bounds the rate a 429 is taken for: the pace's
+  curve may have climbed past what the window let by.
 * **a quota counted**: when the server surely kept the client away (its pauses and refused
   probes, less what the last pause may have overshot: all of a guessed one, a second of one in
   whole seconds, which may be rounding) longer than it then let it send, a window's quota was
@@ -157,10 +159,13 @@ def on_rate_limited(
     retry_after: float | None,
     accepted: Accepted,
     granularity: float = 0.0,
+    ceiling: float | None = None,
 ) -> RateState:
     """The state after a 429 to a request sent at ``sent_at``, answered at ``now``.
     ``granularity``: the Retry-After's resolution (1.0 for whole seconds and HTTP dates, which
-    may be rounded up by up to that much; 0.0 when it has a fraction)."""
+    may be rounded up by up to that much; 0.0 when it has a fraction). ``ceiling``: the most
+    the client could send at just then (a send window closed on a cap lets no more by), when
+    the pace's curve may have climbed past it unsent."""
     if sent_at < state.epoch_started:
         # The same overload seen late; a longer Retry-After still holds everyone back.
         if retry_after is None or now + retry_after <= state.paused_until:
@@ -176,8 +181,11 @@ def on_rate_limited(
     sending = now - state.epoch_started
     cycle_rate = accepted.cycle / max(since if since is not None else sending, 1.0)
     sent_rate = rate_at(state, sent_at)
+    if sent_rate is not None and ceiling is not None:
+        sent_rate = min(sent_rate, ceiling)
     phase, good, plateau = state.phase, state.good, state.plateau
     counted_window = False  # the estimate is a whole window's quota over the window
+    unlearnt = False  # the 429 said nothing of the rate: the last good one stands, unconfirmed
     floor = state.floor
     # Nothing accepted since the last 429: the same cycle goes on.
     cycle_started = now if accepted.cycle or state.cycle_started is None else state.cycle_started
@@ -206,7 +214,7 @@ def on_rate_limited(
                 state, epoch_started=paused_until, reacted_at=now, paused_until=paused_until,
                 quiet=quiet, cycle_started=cycle_started, guessed=guessed,
             )  # fmt: skip
-        estimate = good
+        estimate, unlearnt = good, True
     elif sent_rate is None:
         estimate = None  # unpaced: what was accepted says more about bursts than rates
     else:
@@ -225,7 +233,8 @@ def on_rate_limited(
         base = max(MIN_SLOW_START, cycle_rate)
     else:
         same = good > 0 and abs(estimate - good) <= SAME_LIMIT * good
-        plateau = next_plateau(plateau, same=same, pause=pause)
+        if not unlearnt:  # a 429 that taught nothing confirms nothing: the probes keep their time
+            plateau = next_plateau(plateau, same=same, pause=pause)
         if counted_window:
             # A whole window's quota counted over the window: exact, and a probe beyond it
             # would only spend the next window's quota early. Probe rarely.

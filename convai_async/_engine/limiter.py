@@ -357,6 +357,7 @@ class AdaptiveLimiter:
             retry_after=retry_after,
             accepted=accepted,
             granularity=granularity,
+            ceiling=self._rate_ceiling(),
         )
         self.store_state(new)
         if counted:
@@ -366,6 +367,10 @@ class AdaptiveLimiter:
         """Whether the cap the send window has just found explains a 429 that pauses for
         ``pause``: confirmed, or found once when a mistake costs little."""
         return self._window.confirmed or pause < CHEAP_PAUSE
+
+    def _rate_ceiling(self) -> float | None:
+        """The most this client can have sent at per second: what its send window lets by."""
+        return self._window.capacity
 
     def _accepted_rate(self, now: float) -> float:
         """Successes per second over the last ``TAIL_SECONDS`` (epochs ignored)."""

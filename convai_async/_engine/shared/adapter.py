@@ -118,6 +118,10 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
         # limit, then came down a pause a step.
         return False
 
+    def _rate_ceiling(self) -> None:
+        # Nor does it bound the key's rate: the others send beside it.
+        return None
+
     def _accepted(self, now: float, state: RateState) -> Accepted:
         mine = super()._accepted(now, state)
         share = self._shared.recent_share  # the server accepted every process's requests
