@@ -281,3 +281,18 @@ def test_a_refusal_under_a_cap_found_before_is_a_rate_limit_even_above_half_of_i
     steady(win, 1.0, [3, 4, 5, 4] * 100)
     assert not answer(win, 4.0, 5, ok=False, counted=True)
     assert not win.confirmed
+
+
+def test_a_refusal_beyond_a_known_cap_finds_it_higher_when_the_levels_on_the_way_were_accepted() -> (
+    None
+):
+    # The first rush read a cap of 3; the window probed to 4 and everything sent there was
+    # accepted; a refusal at 5 is the cap at 4, not 3 found again (held at 3, the window let
+    # 3/latency by, 25% under a cap of 4, for the rest of the run).
+    win = SendWindow(32)
+    burst(win, 0.0, cap=3, sent=16)
+    assert answer(win, 0.5, 6, ok=False, counted=True)
+    assert win.limit == 3
+    steady(win, 1.0, [3, 4] * 100 + [5] * 6)  # jitter: some the client counts at 5 got through
+    assert answer(win, 3.0, 5, ok=False, counted=True)
+    assert (win.limit, win.confirmed) == (4, False)

@@ -131,6 +131,8 @@ class SendWindow:
         known = self._cap
         if not cap and known and level > known and self._clean_under(known):
             cap = known  # a probe beyond the known cap found it where it was
+            while cap + 1 < level and self._clean_at(cap + 1):
+                cap += 1  # or a little higher: the levels on the way were accepted
         if level < cap:
             # Refused under the cap: no cap explains it (old evidence lingers: a first rush
             # accepted up to a bucket's burst and refused above it). The client counts at least
@@ -196,6 +198,11 @@ class SendWindow:
         if sum(1 for seen in recent if seen >= level) > RARE * RECENT:
             return 0
         return level - 1 if self._clean_under(level - 1) else 0
+
+    def _clean_at(self, level: int) -> bool:
+        """Requests sent at ``level`` were accepted, at most ``LOW`` of them refused."""
+        ok, refused = self._ok[level], self._refused[level]
+        return ok > 0 and refused <= LOW * (ok + refused)
 
     def _clean_under(self, level: int) -> bool:
         """At most ``LOW`` of the requests sent at ``level`` or under were refused."""
