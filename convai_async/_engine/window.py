@@ -131,7 +131,7 @@ class SendWindow:
         known = self._cap
         if not cap and known and level > known and self._clean_under(known):
             cap = known  # a probe beyond the known cap found it where it was
-            while cap + 1 < level and self._clean_at(cap + 1):
+            while cap + 1 < level and self._ok[cap + 1] and self._clean_at(cap + 1):
                 cap += 1  # or a little higher: the levels on the way were accepted
         if level < cap:
             # Refused under the cap: no cap explains it (old evidence lingers: a first rush
@@ -173,9 +173,8 @@ class SendWindow:
                 continue
             share_under = refused_under / (ok_under + refused_under)
             share_above = refused_above / (ok_above + refused_above)
-            top_clean = refused[level] <= LOW * (ok[level] + refused[level])  # the window's top
             if (
-                top_clean
+                self._clean_at(level)  # the window's top
                 and share_under <= LOW
                 and share_above >= HIGH
                 and share_above - share_under > best
@@ -200,9 +199,9 @@ class SendWindow:
         return level - 1 if self._clean_under(level - 1) else 0
 
     def _clean_at(self, level: int) -> bool:
-        """Requests sent at ``level`` were accepted, at most ``LOW`` of them refused."""
-        ok, refused = self._ok[level], self._refused[level]
-        return ok > 0 and refused <= LOW * (ok + refused)
+        """At most ``LOW`` of the requests sent at ``level`` were refused (none sent: clean)."""
+        refused = self._refused[level]
+        return refused <= LOW * (self._ok[level] + refused)
 
     def _clean_under(self, level: int) -> bool:
         """At most ``LOW`` of the requests sent at ``level`` or under were refused."""
