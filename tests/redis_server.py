@@ -18,8 +18,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from convai_async._engine.shared import SharedLimit
 
 __all__ = ["RedisServer", "redis_server_binary", "running_redis", "serve_redis", "until"]
 
@@ -145,3 +149,10 @@ async def until(condition: Callable[[], object], what: str, guard: float = 60.0)
     while not condition():
         assert loop.time() < give_up, f"hang guard: {what}"
         await asyncio.sleep(0.005)
+
+
+async def take_turn(limit: SharedLimit, rate: float | None, burst: int) -> None:
+    """Wait for a send slot from ``limit`` at ``rate`` (past the shared pause), as the
+    limiter's pacing does with its ``try_turn``."""
+    while (wait := await limit.try_turn(rate, burst, time.monotonic())) > 0.0:
+        await asyncio.sleep(wait)

@@ -28,7 +28,7 @@ from convai_async.cli import make_client
 from convai_async.cli.parser import build_parser
 from convai_async.errors import ValidationError
 
-from .redis_server import RedisServer, serve_redis, until
+from .redis_server import RedisServer, serve_redis, take_turn, until
 
 KEY = "canary-convai-key-7f3a9c"
 GUARD = 60.0  # hang guard for waits on a condition; a correct run never comes near it
@@ -170,6 +170,23 @@ async def test_a_state_learnt_apart_is_merged_the_lower_rate_winning(raw: Any) -
     assert not (await offer(3, 500.0, merge=True)).stored  # a version from before: no matter
 
 
+async def test_the_processes_first_rushes_are_summed_beside_the_state(raw: Any) -> None:
+    keys = shared_keys(KEY)
+    reserve = raw.register_script(RESERVE)
+
+    async def reported(adding: int = 0) -> int:
+        args = [0, 1, 0, "a", 5_000_000, 0, adding, 60_000]
+        return int(read_reservation(await reserve(keys=keys.all(), args=args)).rush)
+
+    assert await reported() == 0  # no rush counted yet: unknown
+    assert await reported(adding=7) == 7
+    assert await reported(adding=12) == 19  # overlapping rushes: a sum
+    assert await reported() == 19
+    assert 0 < await raw.pttl(keys.state) <= 60_000  # gone with the learnt state
+    await raw.set(keys.pause, "99999999999999999")  # paused: still reported
+    assert await reported() == 19
+
+
 async def test_a_pause_holds_every_reservation_until_it_ends(raw: Any) -> None:
     keys = shared_keys(KEY)
     pause = raw.register_script(PAUSE)
@@ -190,8 +207,8 @@ async def test_one_process_pause_reaches_the_others_at_once(
     redis_server: RedisServer, limits: list[SharedLimit]
 ) -> None:
     first, second = make(redis_server, limits), make(redis_server, limits)
-    await first.wait_turn(None, 4)
-    await second.wait_turn(None, 4)
+    await take_turn(first, None, 4)
+    await take_turn(second, None, 4)
     assert second._slots  # it holds slots it was granted before any pause
     first.pause(2.0)
     # pushed, not polled: the other process learns it without sending or reserving
@@ -199,7 +216,7 @@ async def test_one_process_pause_reaches_the_others_at_once(
     assert not second._slots  # the slots it held predate the pause: dropped
     # the pause is in Redis time; on one machine both clocks agree to the round trip
     assert second.paused_until == pytest.approx(first.paused_until, abs=0.5)
-    turn = asyncio.create_task(second.wait_turn(None, 4))
+    turn = asyncio.create_task(take_turn(second, None, 4))
     await asyncio.sleep(0)
     assert not turn.done()
     turn.cancel()
@@ -237,7 +254,7 @@ async def test_learnt_state_is_shared_with_compare_and_set(
     first, second, third = (make(redis_server, limits) for _ in range(3))
     for limit in (first, second, third):
         assert await limit.connect()
-    await first.wait_turn(None, 4)  # a first round trip: the offset to Redis time is known
+    await take_turn(first, None, 4)  # a first round trip: the offset to Redis time is known
     first.publish_state({"rate": 150.0})
     await first.drain()
     assert first.version == 1
@@ -256,7 +273,7 @@ async def test_learnt_state_is_shared_with_compare_and_set(
     loser = first if stored == {"rate": 100.0} else second
     assert loser.take_newer_state() == stored
     assert first.version == second.version == 2
-    await third.wait_turn(None, 4)
+    await take_turn(third, None, 4)
     assert third.take_newer_state() == stored
 
 
@@ -264,12 +281,12 @@ async def test_live_processes_are_counted_and_leave_on_close(
     redis_server: RedisServer, limits: list[SharedLimit]
 ) -> None:
     first, second = make(redis_server, limits), make(redis_server, limits)
-    await first.wait_turn(None, 4)
-    await second.wait_turn(None, 4)
+    await take_turn(first, None, 4)
+    await take_turn(second, None, 4)
     assert second.live_processes == 2
     await second.close()
     first._slots.clear()  # held slots would serve the next turn without asking Redis
-    await first.wait_turn(None, 4)
+    await take_turn(first, None, 4)
     assert first.live_processes == 1
 
 
@@ -277,7 +294,7 @@ async def test_nothing_in_redis_carries_the_api_key(
     redis_server: RedisServer, limits: list[SharedLimit], raw: Any
 ) -> None:
     limit = make(redis_server, limits, prefix="replica-set")
-    await limit.wait_turn(50.0, 2)
+    await take_turn(limit, 50.0, 2)
     limit.pause(0.5)
     limit.publish_state({"rate": 50.0})
     await limit.drain()
@@ -302,15 +319,15 @@ async def test_fails_open_with_one_warning_then_shares_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     limit = make(redis_server, limits)
-    await limit.wait_turn(None, 4)
+    await take_turn(limit, None, 4)
     limit.publish_state({"rate": 120.0})
     await limit.drain()
     redis_server.stop()
     caplog.set_level(logging.INFO, logger="convai_async")
     for _ in range(50):
         limit._slots.clear()  # every turn asks Redis, as a busy process would
-        await limit.wait_turn(None, 4)
-        await limit.wait_turn(400.0, 4)  # local pacing at the rate over the live processes
+        await take_turn(limit, None, 4)
+        await take_turn(limit, 400.0, 4)  # local pacing at the rate over the live processes
     assert limit.status == FALLBACK
     assert limit.failures >= 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -319,7 +336,7 @@ async def test_fails_open_with_one_warning_then_shares_again(
     redis_server.start()  # an empty Redis on the same port: the learnt state was lost
     await until(lambda: limit.status == SHARED, "reconnected")
     limit._slots.clear()
-    await limit.wait_turn(None, 4)
+    await take_turn(limit, None, 4)
     await limit.drain()
     stored = await raw.hgetall(shared_keys(KEY).state)
     assert json.loads(stored["state"]) == {"rate": 120.0}  # offered again after the restart
@@ -331,7 +348,7 @@ async def test_a_stalled_redis_times_out_and_fails_open(
 ) -> None:
     limit = make(redis_server, limits, timeout=0.05)
     await raw.client_pause(3_000)  # every other client's commands wait 3 s
-    await asyncio.wait_for(limit.wait_turn(None, 4), GUARD)
+    await asyncio.wait_for(take_turn(limit, None, 4), GUARD)
     assert limit.status == FALLBACK
     assert limit.failures == 1
 
@@ -345,7 +362,7 @@ async def test_a_late_joiner_gets_a_fair_share_and_one_alone_gets_all(
 
     async def busy(index: int, until_total: int) -> None:
         while not enough.is_set():
-            await processes[index].wait_turn(2000.0, 1)
+            await take_turn(processes[index], 2000.0, 1)
             turns[index] += 1
             if sum(turns) >= until_total:
                 enough.set()
@@ -364,14 +381,14 @@ async def test_after_redis_restarts_the_lower_rate_learnt_apart_wins(
 ) -> None:
     first, second = make(redis_server, limits), make(redis_server, limits)
     for limit in (first, second):
-        await limit.wait_turn(None, 4)  # connected, the clocks' offset known
+        await take_turn(limit, None, 4)  # connected, the clocks' offset known
     first.publish_state({"rate": 300.0}, rate=300.0)
     await first.drain()
     redis_server.stop()
     for limit in (first, second):
         while limit.status != FALLBACK:  # each turn asks Redis, until the outage is declared
             limit._slots.clear()
-            await asyncio.wait_for(limit.wait_turn(None, 4), GUARD)
+            await asyncio.wait_for(take_turn(limit, None, 4), GUARD)
     first.publish_state({"rate": 900.0}, rate=900.0)  # each learns alone meanwhile
     second.publish_state({"rate": 180.0}, rate=180.0)
     redis_server.start()  # empty: both offer theirs again

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import attrs
 import pytest
 import redis.asyncio as aioredis
 
-from convai_async._engine.controller import OPEN, STEADY, RateState
+from convai_async._engine import limiter as limiter_module
+from convai_async._engine.controller import OPEN, STEADY, Accepted, RateState
 from convai_async._engine.shared import SharedAdaptiveLimiter, SharedLimit, shared_keys
 from convai_async._engine.shared.adapter import from_shared, to_shared
 
@@ -113,6 +115,55 @@ async def test_a_process_joining_a_paced_key_paces_from_its_first_request(
     assert not acquiring.done()  # its first request waits for the pause, paced
     assert joiner.paused_for > 20.0
     acquiring.cancel()
+
+
+async def test_every_processs_first_rush_is_the_keys_burst_at_the_slow_starts_429(
+    redis_server: RedisServer, limiters: list[SharedAdaptiveLimiter]
+) -> None:
+    first, second = make(redis_server, limiters), make(redis_server, limiters)
+    for limiter in (first, second):
+        await limiter.shared.connect()
+
+    async def rush(limiter: SharedAdaptiveLimiter, accepted: int) -> None:
+        for _ in range(accepted):  # unpaced, before any 429: accepted
+            sent = await limiter.acquire()
+            limiter.on_success(sent)
+            limiter.release()
+
+    await rush(first, 3)
+    await rush(second, 2)
+    sent = await first.acquire()
+    first.on_rate_limited(retry_after=0.05, sent_at=sent)  # the key's first 429
+    first.release()
+    await first.shared.drain()
+    await until(lambda: second.phase != OPEN, "the other process adopting the pause")
+    for limiter in (first, second):  # past the pause, each counts its rush into the key's
+        sent = await limiter.acquire()
+        limiter.on_success(sent)
+        limiter.release()
+        await limiter.shared.drain()
+    assert second.shared.rush.accepted == 5  # added last: Redis answered with the sum
+
+    async def reserve_until_told() -> None:  # the slow start's reservations report it
+        while first.shared.rush.accepted != 5:
+            await first.shared.try_turn(1000.0, 1, first._clock())
+
+    await asyncio.wait_for(reserve_until_told(), GUARD)
+    seen: list[Accepted] = []
+    original = limiter_module.on_rate_limited
+
+    def spy(state: RateState, **kwargs: Any) -> RateState:
+        seen.append(kwargs["accepted"])
+        return original(state, **kwargs)
+
+    limiter_module.on_rate_limited = spy  # type: ignore[assignment]
+    try:
+        sent = await first.acquire()
+        first.on_rate_limited(retry_after=1.0, sent_at=sent, granularity=1.0)  # slow start's
+        first.release()
+    finally:
+        limiter_module.on_rate_limited = original  # type: ignore[assignment]
+    assert [accepted.burst for accepted in seen] == [5]  # both processes' rushes: the burst
 
 
 async def test_nothing_accepted_here_is_not_nothing_accepted_on_a_busy_key(

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from convai_async._engine.shared import FALLBACK, SHARED, SharedLimit, shared_keys
 from convai_async._engine.shared.link import SLOW_STRIKES
 
-from .redis_server import RedisServer, serve_redis, until
+from .redis_server import RedisServer, serve_redis, take_turn, until
 
 KEY = "canary-convai-key-51b0e2"
 GUARD = 60.0  # hang guard for waits on a condition; a correct run never comes near it
@@ -76,7 +76,7 @@ async def test_a_blocked_event_loop_is_not_taken_for_a_slow_redis(
     limit._reserve = reserve_then_block
     for _ in range(3):  # as many as it takes to declare an outage, were these timeouts
         limit._slots.clear()
-        await asyncio.wait_for(limit.wait_turn(100.0, 4), GUARD)
+        await asyncio.wait_for(take_turn(limit, 100.0, 4), GUARD)
     sync.close()
     assert blocked == 3
     assert limit.link.late == 3  # each answer was read after the deadline on the loop's clock
@@ -100,11 +100,11 @@ async def test_a_stopped_redis_process_fails_open_once_and_shares_again(
             if limit.status == FALLBACK:
                 break
             limit._slots.clear()  # every turn asks Redis, as a busy process would
-            await asyncio.wait_for(limit.wait_turn(400.0, 4), GUARD)
+            await asyncio.wait_for(take_turn(limit, 400.0, 4), GUARD)
         assert limit.status == FALLBACK
         assert limit.link.timeouts >= SLOW_STRIKES
         for _ in range(20):  # still paced, locally, and no more warnings
-            await asyncio.wait_for(limit.wait_turn(400.0, 4), GUARD)
+            await asyncio.wait_for(take_turn(limit, 400.0, 4), GUARD)
     finally:
         os.kill(process.pid, signal.SIGCONT)
     await until(lambda: limit.status == SHARED, "shared again after SIGCONT")
@@ -117,7 +117,7 @@ async def test_a_burst_of_states_and_pauses_is_a_few_writes(
 ) -> None:
     raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     keys = shared_keys(KEY)
-    await limit.wait_turn(None, 4)  # connected, the clocks' offset known
+    await take_turn(limit, None, 4)  # connected, the clocks' offset known
     for rate in range(50):  # one loop pass: as the limiter does on a burst of 429s
         limit.publish_state({"rate": float(rate)})
         limit.pause(1.0 + rate / 100)

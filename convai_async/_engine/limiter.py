@@ -51,13 +51,13 @@ from .controller import (
     on_success,
     rate_at,
 )
+from .rush import TAIL_SECONDS, FirstRush
 from .window import SendWindow
 
 __all__ = ["DEFAULT_RATE_LIMIT_PATIENCE", "AdaptiveLimiter", "LocalBucket", "Pacer"]
 
 DEFAULT_RATE_LIMIT_PATIENCE = 300.0
 MAX_PACING_SLEEP = 0.05  # the rate may rise while the head of the line waits: look again
-TAIL_SECONDS = 2.0
 CHEAP_PAUSE = 0.25  # seconds: a 429 pausing less than this may be taken for a cap unconfirmed
 CAP_LIFT = 1.3  # a cap lifts the learnt rate to at most this times what was accepted
 SUCCESS_LOG_SIZE = 1 << 16
@@ -126,11 +126,7 @@ class AdaptiveLimiter:
         self._successes: collections.deque[float] = collections.deque(maxlen=SUCCESS_LOG_SIZE)
         self._cycle_successes = 0
         self._refused_since: float | None = None  # first 429 with no success since
-        # The unpaced rush before the first 429: the send times of its successes (the last
-        # TAIL_SECONDS of them), counted into ``_rush_accepted`` at the slow start's first 429.
-        self._rush: collections.deque[float] | None = collections.deque()
-        self._rush_refused: float | None = None  # the send time of the first request refused
-        self._rush_accepted = 0
+        self._rush = FirstRush()  # counted at the slow start's first 429
 
     # -- the learnt state (the seam a shared limiter overrides) ---------------------------------
 
@@ -285,8 +281,8 @@ class AdaptiveLimiter:
         now = self._clock()
         self._successes.append(now)
         self._cycle_successes += 1
-        if self._rush is not None and sent_at is not None:
-            self._note_rush(self._rush, sent_at)
+        if sent_at is not None:
+            self._rush.succeeded(sent_at)
         if self._refused_since is not None:
             self._refused_since = None
             self.store_state(on_success(self.load_state()))
@@ -297,17 +293,7 @@ class AdaptiveLimiter:
         """The limit is met (this client's 429 to a request sent ``at``, or a process sharing
         the key met it by then): paced from now on, and the unpaced rush is over."""
         self._limited = True
-        if self._rush_refused is None:
-            self._rush_refused = at
-
-    def _note_rush(self, rush: collections.deque[float], sent_at: float) -> None:
-        refused = self._rush_refused
-        if refused is None:
-            rush.append(sent_at)
-            while rush[0] < sent_at - TAIL_SECONDS:
-                rush.popleft()
-        elif sent_at <= refused:  # answered after the first 429, sent before its request
-            rush.append(sent_at)
+        self._rush.end(at)
 
     def on_rate_limited(
         self, retry_after: float | None, sent_at: float, granularity: float = 0.0
@@ -344,11 +330,8 @@ class AdaptiveLimiter:
                 self.store_state(evolve(state, paused_until=now + pause))
             return
         counted = sent_at >= state.epoch_started
-        if counted and state.phase == SLOW_START and self._rush is not None:
-            # The rush's answers are all in now: how much of it was accepted, a bucket's burst.
-            refused = sent_at if self._rush_refused is None else self._rush_refused
-            self._rush_accepted = sum(1 for at in self._rush if at >= refused - TAIL_SECONDS)
-            self._rush = None
+        if counted and state.phase == SLOW_START:
+            self._rush.count(sent_at)  # its answers are all in now
         accepted = self._accepted(now, state) if counted else Accepted(0, 0.0, 0)
         new = on_rate_limited(
             state,
@@ -390,5 +373,5 @@ class AdaptiveLimiter:
             tail=self._successes_since(start),
             tail_seconds=max(0.0, now - start),
             cycle=self._cycle_successes,
-            burst=self._rush_accepted,
+            burst=self._rush.accepted,
         )

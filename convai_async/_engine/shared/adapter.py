@@ -6,8 +6,9 @@ by compare-and-set on a version (times moved to Redis time), and replaced by a n
 another process published. It paces through :class:`SharedPacer`, whose slots come from the
 GCRA every process shares (the rate is the whole key's). Before any 429 it does not pace, so
 Redis is off the common path; it only keeps its link open to hear a pause or a state pushed by
-another process. Accepted counts are this process's, scaled by its share of the slots (the first
-rush's burst is left unknown: the processes' rushes overlap).
+another process. Accepted counts are this process's, scaled by its share of the slots; the first
+rush's, which every process counts at its first send after the pause, are summed in Redis (the
+processes' rushes overlap: the key's bucket accepted their sum).
 """
 
 from __future__ import annotations
@@ -134,8 +135,9 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
             tail=round(mine.tail / share),
             tail_seconds=mine.tail_seconds,
             cycle=cycle,
-            # burst stays unknown (0): the processes' first rushes overlap, and what one of
-            # them was accepted, scaled by a share measured since, fitted rates far too low.
+            # Every process's first rush, summed (what one of them was accepted, scaled by a
+            # share measured since, fitted rates far too low).
+            burst=self._shared.rush.accepted,
         )
 
     @property
@@ -163,7 +165,12 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
             self.load_state()  # a state or a pause another process pushed
             if not self._limited and self.load_state().paused_until > self._clock():
                 self._limited = True  # the slow path honours the pause (no pacing: no rate)
-        return await super().acquire()
+        sent_at = await super().acquire()
+        # Past the pause, the rush's answers are in. Counted now in every process, not at the
+        # slow start's 429 (only one process gets it), so the key's sum is known by then.
+        if self._limited and self._rush.count(sent_at):
+            self._shared.rush.add(self._rush.accepted)
+        return sent_at
 
     async def _join(self) -> None:
         """Connect (one attempt, at most ``CONNECT_TIMEOUT``) and read the key's state and

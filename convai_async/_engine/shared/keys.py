@@ -25,7 +25,7 @@ class SharedKeys:
 
     tat: str  # hash: GCRA theoretical arrival time (t, Redis time) and its interval (i), us
     pause: str  # pause-until, microseconds of Redis time
-    state: str  # hash: version, state (the controller's learnt state, JSON)
+    state: str  # hash: version, state (the learnt state, JSON), rush (the first rushes' sum)
     live: str  # sorted set: process id -> heartbeat expiry
     granted: str  # counter: send slots granted, all processes together
     events: str  # pub/sub channel: new pauses and states, pushed to every process

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...errors import ValidationError
+from ..rush import KeyRush
 from .keys import DEFAULT_PREFIX, SharedKeys, shared_keys
 from .link import DEFAULT_OPERATION_TIMEOUT, RedisLink
 from .scripts import PAUSE, PUBLISH, RESERVE, read_event, read_published, read_reservation
@@ -69,6 +70,7 @@ class SharedLimit:
         self._reserve = redis.register_script(RESERVE)
         self._pause = redis.register_script(PAUSE)
         self._publish = redis.register_script(PUBLISH)
+        self.rush = KeyRush()  # RESERVE adds this process's and reports the key's
         self._slots: collections.deque[float] = collections.deque()
         self._slot_interval = 0.0  # the interval the held slots were booked at (0: unpaced)
         self._paused_until = 0.0  # local clock
@@ -156,18 +158,11 @@ class SharedLimit:
 
     # -- pacing ---------------------------------------------------------------------------------
 
-    async def wait_turn(self, rate: float | None, burst: int) -> None:
-        """Wait for a send slot: the shared pause, then the shared GCRA at ``rate`` per second
-        (all processes together; None: not paced). One caller at a time (the limiter's lock)."""
-        while True:
-            wait = await self.try_turn(rate, burst, self._clock())
-            if wait <= 0.0:
-                return
-            await asyncio.sleep(wait)
-
     async def try_turn(self, rate: float | None, burst: int, now: float) -> float:
-        """Take a send slot: 0.0 when taken, else the seconds until one may be (nothing
-        taken). The shape of a ``Pacer`` (issue 12's limiter), so it plugs in as one."""
+        """Take a send slot, after the shared pause, from the shared GCRA at ``rate`` per second
+        (all processes together; None: not paced): 0.0 when taken, else the seconds until one
+        may be (nothing taken). One caller at a time (the limiter's lock). The shape of a
+        ``Pacer`` (issue 12's limiter), so it plugs in as one."""
         if self._paused_until > now:
             return self._paused_until - now
         if rate and self._slot_interval and abs(rate * self._slot_interval - 1.0) > 0.01:
@@ -220,15 +215,18 @@ class SharedLimit:
         if want is None:
             want = self._batch if rate is None else min(self._batch, int(rate * BATCH_SECONDS))
             want = max(1, want)
+        rush = self.rush.pending  # this process's first rush, added to the key's
         args = [rate or 0, burst, want, self._id, int(HEARTBEAT_TTL * _MICROS), self._version]
+        args += [rush, int(STATE_TTL * 1000)]
         started = self._clock()
         reply = await self._link.run(self._reserve, self._keys.all(), args)
         if reply is None:
-            return  # not ready now: the next pass of wait_turn goes by the local pace
+            return  # not ready now: the next turn goes by the local pace
         ended = self._clock()
         reservation = read_reservation(reply)
         self._note_round_trip(reservation.now, started, ended)
         self._live = reservation.live
+        self.rush.reported(rush, reservation.rush)
         self._note_version(reservation.version, reservation.state)
         if want:
             self._own_granted += reservation.granted

@@ -26,15 +26,18 @@ __all__ = [
 
 # KEYS: tat (hash: t, i), pause, state, live, granted
 # ARGV: rate (per second; 0: not paced), burst, want, process id, heartbeat ttl (us),
-#       the caller's state version
+#       the caller's state version, its first rush to add (0: none), the state's ttl (ms)
 # Reply: {now, granted, first slot, interval, live processes, version, state or false,
-#         granted total, pause-until}
+#         granted total, pause-until, the key's first rush}
 # Grants ``want`` consecutive GCRA slots; slot i may be used from max(now, first + i*interval).
 # The slots booked ahead are a number of slots, not a length of time: when the rate changes,
 # the time booked ahead (the theoretical arrival time ``t`` minus now) is rescaled from the
 # interval it was booked at (``i``) to the new one, so slots booked at a slow rate do not hold
 # the key back once the rate has risen (and a fall does not let a burst through).
 # During a pause nothing is granted and ``pause-until`` says when to come back.
+# The key's first rush: what the processes' unpaced requests before its first 429 were accepted,
+# each process adding its own (the rushes overlap: the key's bucket accepted their sum), kept
+# beside the learnt state and gone with it.
 RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -48,16 +51,25 @@ local state = false
 if version > tonumber(ARGV[6]) then
   state = redis.call('HGET', KEYS[3], 'state')
 end
+local rush = tonumber(ARGV[7] or '0')
+if rush > 0 then
+  rush = redis.call('HINCRBY', KEYS[3], 'rush', rush)
+  if redis.call('PTTL', KEYS[3]) < 0 then
+    redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[8]))
+  end
+else
+  rush = tonumber(redis.call('HGET', KEYS[3], 'rush') or '0')
+end
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
 if pause > now then
   local total = tonumber(redis.call('GET', KEYS[5]) or '0')
-  return {now, 0, 0, 0, live, version, state, total, pause}
+  return {now, 0, 0, 0, live, version, state, total, pause, rush}
 end
 local want = tonumber(ARGV[3])
 local total = redis.call('INCRBY', KEYS[5], want)
 local rate = tonumber(ARGV[1])
 if rate <= 0 then
-  return {now, want, now, 0, live, version, state, total, 0}
+  return {now, want, now, 0, live, version, state, total, 0, rush}
 end
 local interval = math.floor(1000000 / rate)
 local tau = (tonumber(ARGV[2]) - 1) * interval
@@ -72,7 +84,7 @@ local first = tat - tau
 tat = tat + want * interval
 redis.call('HSET', KEYS[1], 't', string.format('%.0f', tat), 'i', interval)
 redis.call('PEXPIRE', KEYS[1], math.floor((tat - now) / 1000) + 1000)
-return {now, want, first, interval, live, version, state, total, 0}
+return {now, want, first, interval, live, version, state, total, 0, rush}
 """
 
 # KEYS: pause; ARGV: seconds (us), the events channel. Reply: {now, pause-until}.
@@ -130,6 +142,7 @@ class Reservation:
     state: Mapping[str, Any] | None
     granted_total: int
     paused_until: float
+    rush: int
 
     def slots(self) -> list[float]:
         """When each granted slot may be used (Redis time)."""
@@ -156,7 +169,7 @@ def _state(raw: Any) -> Mapping[str, Any] | None:
 
 
 def read_reservation(reply: Sequence[Any]) -> Reservation:
-    now, granted, first, interval, live, version, state, total, paused = reply
+    now, granted, first, interval, live, version, state, total, paused, rush = reply
     return Reservation(
         now=int(now) / _MICROS,
         granted=int(granted),
@@ -167,6 +180,7 @@ def read_reservation(reply: Sequence[Any]) -> Reservation:
         state=_state(state),
         granted_total=int(total),
         paused_until=int(paused) / _MICROS,
+        rush=int(rush),
     )
 
 
