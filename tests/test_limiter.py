@@ -12,6 +12,7 @@ from convai_async._engine import controller
 from convai_async._engine import limiter as limiter_module
 from convai_async._engine.controller import Accepted, RateState, on_rate_limited, rate_at
 from convai_async._engine.limiter import AdaptiveLimiter
+from convai_async._engine.rush import KeyRush
 from convai_async.errors import RateLimitError, RateLimitPatienceError
 
 from .test_rate_control import run_virtual
@@ -493,3 +494,18 @@ def test_the_first_rushs_accepted_requests_are_counted_as_the_burst() -> None:
     finally:
         limiter_module.on_rate_limited = controller_on_rate_limited
     assert seen[-1].burst == 6
+
+
+def test_the_keys_rush_is_the_larger_of_redis_sum_and_our_own_and_added_again_after_a_restart() -> (
+    None
+):
+    rush = KeyRush()
+    assert (rush.accepted, rush.pending) == (0, 0)  # not known
+    rush.add(5)
+    assert (rush.accepted, rush.pending) == (5, 5)  # ours, until Redis reports the sum
+    rush.reported(5, 12)
+    assert (rush.accepted, rush.pending) == (12, 0)
+    rush.reported(0, 9)  # an answer to a reservation sent before the other's addition
+    assert rush.accepted == 12
+    rush.again()  # Redis restarted: the sum is gone there
+    assert rush.pending == 5

@@ -174,13 +174,15 @@ async def test_the_processes_first_rushes_are_summed_beside_the_state(raw: Any) 
     keys = shared_keys(KEY)
     reserve = raw.register_script(RESERVE)
 
-    async def reported(adding: int = 0) -> int:
-        args = [0, 1, 0, "a", 5_000_000, 0, adding, 60_000]
+    async def reported(adding: int = 0, process: str = "a") -> int:
+        args = [0, 1, 0, process, 5_000_000, 0, adding, 60_000]
         return int(read_reservation(await reserve(keys=keys.all(), args=args)).rush)
 
     assert await reported() == 0  # no rush counted yet: unknown
     assert await reported(adding=7) == 7
-    assert await reported(adding=12) == 19  # overlapping rushes: a sum
+    assert await reported(adding=12, process="b") == 19  # overlapping rushes: a sum
+    # a reservation retried (its answer came too late) adds nothing again
+    assert await reported(adding=7) == 19
     assert await reported() == 19
     assert 0 < await raw.pttl(keys.state) <= 60_000  # gone with the learnt state
     await raw.set(keys.pause, "99999999999999999")  # paused: still reported

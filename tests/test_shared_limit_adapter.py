@@ -166,6 +166,38 @@ async def test_every_processs_first_rush_is_the_keys_burst_at_the_slow_starts_42
     assert [accepted.burst for accepted in seen] == [5]  # both processes' rushes: the burst
 
 
+async def test_a_process_that_hears_the_pause_before_the_state_counts_its_whole_rush(
+    redis_server: RedisServer, limiters: list[SharedAdaptiveLimiter]
+) -> None:
+    now = [0.0]  # this limiter's clock: the pause is over the moment it sleeps through it
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+        await asyncio.sleep(0)
+
+    shared = SharedLimit.from_url(redis_server.url, KEY, operation_timeout=2.0)
+    limiter = SharedAdaptiveLimiter(
+        shared=shared, max_concurrency=4, clock=lambda: now[0], sleep=sleep
+    )
+    limiters.append(limiter)
+    other = make(redis_server, limiters).shared
+    for limit in (shared, other):
+        await limit.connect()
+    for _ in range(3):  # its rush, accepted
+        sent = await limiter.acquire()
+        limiter.on_success(sent)
+        limiter.release()
+    await until(lambda: shared.round_trips, "a round trip: Redis's clock known")
+    other.pause(30.0)  # another process's 429: the pause alone, no state published
+    await other.drain()
+    await until(lambda: shared.paused_until, "the pause pushed to this process")
+    sent = await limiter.acquire()  # waits the pause out (30 s later on its clock), then sends
+    limiter.release()
+    assert sent > 3.0  # well past the rush, which ended when the pause was heard
+    assert limiter.phase == OPEN  # no state known yet
+    assert shared.rush.accepted == 3  # the whole rush, to be added to the key's
+
+
 async def test_nothing_accepted_here_is_not_nothing_accepted_on_a_busy_key(
     redis_server: RedisServer, limiters: list[SharedAdaptiveLimiter]
 ) -> None:

@@ -295,6 +295,9 @@ class AdaptiveLimiter:
         self._limited = True
         self._rush.end(at)
 
+    def _rush_counted(self) -> None:
+        """The first rush is counted (a shared limiter adds it to the key's)."""
+
     def on_rate_limited(
         self, retry_after: float | None, sent_at: float, granularity: float = 0.0
     ) -> None:
@@ -330,8 +333,8 @@ class AdaptiveLimiter:
                 self.store_state(evolve(state, paused_until=now + pause))
             return
         counted = sent_at >= state.epoch_started
-        if counted and state.phase == SLOW_START:
-            self._rush.count(sent_at)  # its answers are all in now
+        if counted and state.phase == SLOW_START and self._rush.count(sent_at):
+            self._rush_counted()  # its answers are all in now
         accepted = self._accepted(now, state) if counted else Accepted(0, 0.0, 0)
         new = on_rate_limited(
             state,

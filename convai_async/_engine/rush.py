@@ -78,6 +78,10 @@ class KeyRush:
         """This process's own rush: to be added to the key's."""
         self._own = self.pending = accepted
 
+    def again(self) -> None:
+        """Redis lost the key's (it restarted): add this process's own again."""
+        self.pending = self._own
+
     def reported(self, added: int, total: int) -> None:
         """A reservation added ``added`` (of what was pending) and reported ``total``. An
         answer to a reservation sent before another's addition is older: the larger stands."""

@@ -164,13 +164,16 @@ class SharedAdaptiveLimiter(AdaptiveLimiter):
             self._shared.keep_alive()
             self.load_state()  # a state or a pause another process pushed
             if not self._limited and self.load_state().paused_until > self._clock():
-                self._limited = True  # the slow path honours the pause (no pacing: no rate)
+                self._meet_the_limit(self._clock())  # the slow path honours the pause
         sent_at = await super().acquire()
         # Past the pause, the rush's answers are in. Counted now in every process, not at the
         # slow start's 429 (only one process gets it), so the key's sum is known by then.
         if self._limited and self._rush.count(sent_at):
-            self._shared.rush.add(self._rush.accepted)
+            self._rush_counted()
         return sent_at
+
+    def _rush_counted(self) -> None:
+        self._shared.rush.add(self._rush.accepted)
 
     async def _join(self) -> None:
         """Connect (one attempt, at most ``CONNECT_TIMEOUT``) and read the key's state and

@@ -354,6 +354,7 @@ class SharedLimit:
         elif version < self._version and self._state is not None:
             self._version = version  # Redis lost the state (restarted): offer ours again
             self._offer(version, merge=True)
+            self.rush.again()  # and the rush with it
 
     # -- the link's callbacks -------------------------------------------------------------------
 

@@ -36,8 +36,9 @@ __all__ = [
 # the key back once the rate has risen (and a fall does not let a burst through).
 # During a pause nothing is granted and ``pause-until`` says when to come back.
 # The key's first rush: what the processes' unpaced requests before its first 429 were accepted,
-# each process adding its own (the rushes overlap: the key's bucket accepted their sum), kept
-# beside the learnt state and gone with it.
+# each process adding its own once (the rushes overlap: the key's bucket accepted their sum;
+# "r:<process id>" marks it added, so a reservation retried after a late answer adds nothing),
+# kept beside the learnt state and gone with it.
 RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -52,7 +53,7 @@ if version > tonumber(ARGV[6]) then
   state = redis.call('HGET', KEYS[3], 'state')
 end
 local rush = tonumber(ARGV[7] or '0')
-if rush > 0 then
+if rush > 0 and redis.call('HSETNX', KEYS[3], 'r:' .. ARGV[4], rush) == 1 then
   rush = redis.call('HINCRBY', KEYS[3], 'rush', rush)
   if redis.call('PTTL', KEYS[3]) < 0 then
     redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[8]))
