@@ -188,6 +188,35 @@ def test_a_slow_start_refused_before_it_has_sent_a_few_stays_a_slow_start() -> N
     assert again.epoch_started == pytest.approx(sent_at + 0.013)
 
 
+def test_a_slow_start_refused_with_nothing_accepted_probes_beyond_its_guess_at_once() -> None:
+    # A window's quota spent in the first rush: the slow start resumes into the same closed
+    # window, so its 429 says nothing of the rate. The rate it is taken for is a guess, probed
+    # beyond as soon as sending resumes instead of held for a plateau.
+    state = RateState(phase=controller.SLOW_START, base=180.0, epoch_started=0.3, reacted_at=0.1)
+    refused = on_rate_limited(
+        state, now=0.32, sent_at=0.31, retry_after=None, accepted=Accepted(0, 0.02, 18)
+    )
+    assert refused.phase == controller.STEADY
+    assert refused.plateau == 0.0
+    resumed = refused.epoch_started
+    assert rate_at(refused, resumed) == pytest.approx(refused.good)
+    assert (rate_at(refused, resumed + 1.0) or 0.0) > refused.good
+    # Anything accepted since it resumed: a rate was tried, and the plateau holds.
+    tried = on_rate_limited(
+        state, now=0.32, sent_at=0.31, retry_after=None, accepted=Accepted(3, 0.02, 18)
+    )
+    assert tried.plateau >= controller.MIN_PLATEAU
+    assert rate_at(tried, tried.epoch_started) == pytest.approx(tried.base)
+    assert tried.base < tried.good
+    # A later 429 confirming the guess waits a whole plateau before the next probe.
+    sent_at = resumed + 1.0
+    confirmed = on_rate_limited(
+        refused, now=sent_at + 0.02, sent_at=sent_at, retry_after=None,
+        accepted=Accepted(tail=150, tail_seconds=1.0, cycle=150),
+    )  # fmt: skip
+    assert confirmed.plateau >= controller.MIN_PLATEAU
+
+
 def test_steady_recovers_towards_the_last_good_rate_then_probes_beyond() -> None:
     state = RateState(
         phase=controller.STEADY, base=180.0, good=200.0, epoch_started=10.0, plateau=4.0

@@ -34,7 +34,9 @@ the gap between the two.
   probes beyond ``good``, slowly at first and then fast (a freed limit is found in seconds). A 429
   that confirms the same limit doubles the plateau (up to ``MAX_PLATEAU``), so a known limit is
   probed ever more rarely, and the plateau is never shorter than ``PROBE_COST`` times the pause a
-  probe's 429 costs (a whole-second Retry-After makes probing dear). A 429 when nothing was
+  probe's 429 costs (a whole-second Retry-After makes probing dear). A slow start refused when
+  nothing was accepted since it resumed (a window's quota not back yet) has tried no rate: the
+  rate it is taken for is a guess, probed beyond at once (no plateau). A 429 when nothing was
   accepted since sending resumed (the quota is not back yet) teaches nothing about the rate: the
   last good rate stands, unconfirmed (the next probe keeps its time), and the cycle goes on. A
   ``ceiling`` (a send window closed on a cap) bounds the rate a 429 is taken for: the pace's
@@ -145,7 +147,7 @@ def rate_at(state: RateState, now: float) -> float | None:
     if state.phase == SLOW_START:
         return min(MAX_RATE, state.base * float(2.0 ** min(elapsed / SLOW_START_DOUBLING, 60.0)))
     good, plateau = state.good, state.plateau
-    if elapsed <= plateau:  # concave: fast at first, levelling off at good
+    if elapsed < plateau:  # concave: fast at first, levelling off at good
         return good - (good - state.base) * (1.0 - elapsed / plateau) ** 3
     beyond = elapsed - plateau  # convex: probe gently, then fast
     return min(MAX_RATE, good * (1.0 + PROBE_CUBE * beyond**3))
@@ -235,6 +237,10 @@ def on_rate_limited(
         same = good > 0 and abs(estimate - good) <= SAME_LIMIT * good
         if not unlearnt:  # a 429 that taught nothing confirms nothing: the probes keep their time
             plateau = next_plateau(plateau, same=same, pause=pause)
+        if state.phase == SLOW_START and accepted.tail == 0:
+            # Refused before anything was accepted since it resumed (the quota had not come
+            # back): the rate it is taken for is untried, a guess. Probe beyond it at once.
+            plateau = 0.0
         if counted_window:
             # A whole window's quota counted over the window: exact, and a probe beyond it
             # would only spend the next window's quota early. Probe rarely.
@@ -260,7 +266,7 @@ def next_plateau(plateau: float, *, same: bool, pause: float) -> float:
     """The wait before the next probe: doubled when a 429 confirmed the same limit (up to
     ``MAX_PLATEAU``), else ``MIN_PLATEAU``; never shorter than ``PROBE_COST`` times the pause a
     probe's 429 costs. The send window's probes for a concurrency cap wait the same way."""
-    plateau = min(MAX_PLATEAU, plateau * 2.0) if same else MIN_PLATEAU
+    plateau = min(MAX_PLATEAU, max(MIN_PLATEAU, plateau * 2.0)) if same else MIN_PLATEAU
     return max(plateau, min(MAX_PLATEAU, PROBE_COST * pause))
 
 
