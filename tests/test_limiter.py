@@ -69,6 +69,44 @@ def test_retry_after_is_a_floor_however_long() -> None:
     assert resumed - sent_at >= 3600.0
 
 
+def test_refused_again_after_a_guessed_pause_one_request_goes_first_and_pauses_hold_the_rest() -> (
+    None
+):
+    async def scenario() -> tuple[list[float], float, float, float, list[float]]:
+        loop = asyncio.get_running_loop()
+        limiter = limiter_here()
+        for _ in range(2):  # refused, and refused again after the pause it guessed
+            sent_at = await limiter.acquire()
+            limiter.release()
+            limiter.on_rate_limited(None, sent_at)
+        sends: list[float] = []
+
+        async def send() -> float:
+            sends.append(await limiter.acquire())
+            return sends[-1]
+
+        tasks = [asyncio.create_task(send()) for _ in range(3)]
+        await asyncio.sleep(5.0)  # long past the pause and the pacing: only one went
+        alone = list(sends)
+        refused_at = loop.time()
+        limiter.on_rate_limited(2.0, alone[0])  # its Retry-After holds the two waiting
+        limiter.release()
+        await asyncio.sleep(5.0)
+        second, answered = sends[1], loop.time()
+        assert len(sends) == 2  # the third still waits for the second's answer
+        limiter.on_success(second)  # the quota is back: the last one follows at once
+        limiter.release()
+        await asyncio.gather(*tasks)
+        limiter.release()
+        return alone, refused_at, second, answered, sends
+
+    alone, refused_at, second, answered, sends = run_virtual(scenario)
+    assert len(alone) == 1
+    assert second >= refused_at + 2.0  # waited at the send window: the pause still held it
+    assert len(sends) == 3
+    assert sends[2] == pytest.approx(answered)
+
+
 def test_a_late_429_of_the_same_overload_counts_once_but_keeps_its_pause() -> None:
     async def scenario() -> tuple[str, float, float, float]:
         limiter = limiter_here()

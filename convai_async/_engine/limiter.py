@@ -126,6 +126,7 @@ class AdaptiveLimiter:
         self._successes: collections.deque[float] = collections.deque(maxlen=SUCCESS_LOG_SIZE)
         self._cycle_successes = 0
         self._refused_since: float | None = None  # first 429 with no success since
+        self._scouting = False  # refused again after a guessed pause: one send goes first
         self._rush = FirstRush()  # counted at the slow start's first 429
 
     # -- the learnt state (the seam a shared limiter overrides) ---------------------------------
@@ -200,17 +201,22 @@ class AdaptiveLimiter:
                 raise
         else:
             self._in_flight += 1
-        if self._limited or self._configured_rate is not None:
-            try:
-                await self._pace()
-            except BaseException:
-                self._in_flight -= 1
-                self._wake()
-                raise
-        if self._send_waiters or self._sending >= self._window.limit:
+        while True:
+            if self._limited or self._configured_rate is not None:
+                try:
+                    await self._pace()
+                except BaseException:
+                    self._in_flight -= 1
+                    self._wake()
+                    raise
+            if not self._send_waiters and self._sending < self._send_limit:
+                self._sending += 1
+                break
             await self._wait_for_window()
-        else:
-            self._sending += 1
+            if self._clock() >= self.load_state().paused_until:
+                break
+            self._sending -= 1  # a pause began while it waited: its Retry-After first
+            self._wake()
         sent_at = self._clock()
         self._window.sent(sent_at, self._sending)
         if self._first_send is None:
@@ -234,8 +240,12 @@ class AdaptiveLimiter:
         self._sending -= 1
         self._wake()
 
+    @property
+    def _send_limit(self) -> int:
+        return 1 if self._scouting else self._window.limit
+
     def _wake(self) -> None:
-        limit = self._window.limit
+        limit = self._send_limit
         while self._send_waiters and self._sending < limit:
             waiter = self._send_waiters.popleft()
             if not waiter.done():
@@ -285,7 +295,9 @@ class AdaptiveLimiter:
             self._rush.succeeded(sent_at)
         if self._refused_since is not None:
             self._refused_since = None
+            self._scouting = False
             self.store_state(on_success(self.load_state()))
+            self._wake()
         if sent_at is not None and self._window.succeeded(sent_at, now, self._sending):
             self._wake()
 
@@ -304,9 +316,13 @@ class AdaptiveLimiter:
         """A 429 to the request sent at ``sent_at``; ``granularity``: 1.0 when its Retry-After
         has whole seconds (an integer or an HTTP date: it may be rounded up by up to 1 s)."""
         now = self._clock()
+        state = self.load_state()
         if self._refused_since is None:
             self._refused_since = now
-        state = self.load_state()
+        elif retry_after is None and sent_at >= self._refused_since:
+            # Sent after a 429 the client guessed a pause for, and refused with nothing
+            # accepted since (a window's quota not back): one request finds out before the rest.
+            self._scouting = True
         if not self._limited:
             self._meet_the_limit(sent_at)
             state = RateState(epoch_started=self._first_send or sent_at)
