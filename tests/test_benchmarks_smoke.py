@@ -74,3 +74,22 @@ async def test_cpu_table_smoke_mode_measures_every_row(tmp_path: Path) -> None:
             assert row["cpu_s"] > 0
     assert output.with_suffix(".md").read_text().count("| convai-async") >= 6
     assert "| raw aiohttp json |" in out
+
+
+async def test_the_rate_control_bound_runs_every_client_on_every_row(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.rate_control_bound", "--items", "200", "--seeds", "1",
+        "--output", str(tmp_path), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 300)
+    assert process.returncode == 0, err.decode()
+    cells = json.loads((tmp_path / "rate_control_bound.json").read_text())
+    assert set(cells) == {"decimal", "seconds", "http-date", "none"}
+    for rows in cells.values():
+        assert "token bucket, burst 5" in rows
+        assert "concurrency cap" not in rows  # no rate to tell
+        for clients in rows.values():
+            assert set(clients) == {"this client", "told, probing", "told, never probing"}
+            assert all(cell["ratio"] > 0.0 <= cell["share_429"] < 1.0 for cell in clients.values())
+    assert "| told, never probing |" in (tmp_path / "rate_control_bound.md").read_text()
