@@ -197,10 +197,13 @@ def test_a_refusal_far_under_a_cap_found_before_is_a_rate_limit() -> None:
     assert not answer(win, 6.0, 2, ok=False, counted=True)
 
 
-def test_a_cap_lifts_the_learnt_rate_no_further_than_a_little_above_what_was_accepted() -> None:
-    # Paced at 100/s, a cap of 3 is found (with a cheap pause): the pace must not bind under
-    # the cap, but a rate limit's refusals taken for a cap must not send it soaring either.
-    async def main() -> tuple[float, float]:
+def test_a_cap_found_again_lifts_the_learnt_rate_no_further_than_a_little_above_what_was_accepted() -> (
+    None
+):
+    # Paced at 100/s, a cap of 3 is found (with a cheap pause): found once, it may be a rate
+    # limit's refusals read as a cap (a bucket's first rush), so the rate stays. Found again,
+    # the pace must not bind under the cap, but must not soar either.
+    async def main() -> tuple[float, float, float]:
         now = [0.0]
 
         async def sleep(seconds: float) -> None:
@@ -226,9 +229,25 @@ def test_a_cap_lifts_the_learnt_rate_no_further_than_a_little_above_what_was_acc
             if limiter.effective_concurrency < 8:
                 break
         assert limiter.effective_concurrency == 3  # the cap found, at ~3 per 10 ms
-        return before, limiter.load_state().good
+        found_once = limiter.load_state().good
+        while limiter.effective_concurrency == 3:  # held, then a slot more per window of oks
+            sent = [await limiter.acquire() for _ in range(3)]
+            now[0] += 0.01
+            for at in sent:
+                limiter.release()
+                limiter.on_success(at)
+        sent = [await limiter.acquire() for _ in range(4)]  # the fourth is refused again
+        now[0] += 0.01
+        for at in sent[:3]:
+            limiter.release()
+            limiter.on_success(at)
+        limiter.release()
+        limiter.on_rate_limited(0.01, sent[3])
+        assert limiter.effective_concurrency == 3
+        return before, found_once, limiter.load_state().good
 
-    before, after = asyncio.run(main())
+    before, found_once, after = asyncio.run(main())
+    assert found_once == before
     assert before < after <= limiter_module.CAP_LIFT * 100.0 * 1.05
 
 

@@ -18,7 +18,8 @@ so a cap rarely shows the first split clearly; a rate limit's refusals fall wher
   confirmed; never shorter than ``PROBE_COST`` times the pause, up to ``MAX_PLATEAU``),
   then grows by one slot per window of successes (AIMD's additive increase) until a 429 says
   where the cap is again. The limiter leaves the rate alone when the cap is confirmed, or
-  found once with a cheap pause (a rate limit taken for a cap costs one more such pause);
+  found once with a cheap pause (a rate limit taken for a cap costs one more such pause), and
+  lifts it to what the window lets by only when confirmed;
 * not found: a rate limit. The window opens again (if it was closed) and the rate controller
   reacts.
 
