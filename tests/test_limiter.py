@@ -107,6 +107,31 @@ def test_refused_again_after_a_guessed_pause_one_request_goes_first_and_pauses_h
     assert sends[2] == pytest.approx(answered)
 
 
+def test_a_scout_answered_otherwise_than_429_lets_the_rest_go_at_once() -> None:
+    # A scout timed out or answered 500: no closed window held it, so nothing waits behind it
+    # (one request at a time until a success would cost a whole timeout per request).
+    async def scenario() -> tuple[int, int]:
+        limiter = limiter_here()
+        for _ in range(2):  # refused, and refused again after the pause it guessed
+            sent_at = await limiter.acquire()
+            limiter.release()
+            limiter.on_rate_limited(None, sent_at)
+        sends: list[float] = []
+
+        async def send() -> None:
+            sends.append(await limiter.acquire())
+
+        tasks = [asyncio.create_task(send()) for _ in range(3)]
+        await asyncio.sleep(5.0)
+        alone = len(sends)
+        limiter.on_other_answer()  # the scout's answer: a 500, say
+        limiter.release()
+        await asyncio.gather(*tasks)
+        return alone, len(sends)
+
+    assert run_virtual(scenario) == (1, 3)  # the other two went without waiting for each other
+
+
 def test_a_late_429_of_the_same_overload_counts_once_but_keeps_its_pause() -> None:
     async def scenario() -> tuple[str, float, float, float]:
         limiter = limiter_here()

@@ -4,36 +4,35 @@ Per client, four mechanisms:
 
 * **Concurrency**: at most ``max_concurrency`` attempts in flight, ever; of those, at most the
   send window (:mod:`._engine.window`) at the server at once, which closes on a concurrency cap
-  when the 429s come only above some level and probes past it one slot at a time. A cap lifts
-  the learnt rate to what the window lets by, at most ``CAP_LIFT`` times what was accepted.
+  when the 429s come only above some level and probes past it one slot at a time. A cap found
+  again lifts the learnt rate to what the window lets by, at most ``CAP_LIFT`` x what was
+  accepted. Refused again after a guessed pause (no Retry-After), one request goes alone until
+  an answer other than a 429 (a closed window is asked once, not by the whole pace).
 * **Pacing**: at the rate the controller (:mod:`._engine.controller`) has learnt, and never
   above ``requests_per_second`` when that is configured, through a :class:`Pacer`. What the
   unpaced rush before the first 429 was accepted is counted once, at the slow start's first
   429 (the rush's late answers are in by then), and passed on as ``Accepted.burst``.
 * **Pause**: a 429 holds back every new attempt of this client until its ``Retry-After`` has
-  passed, however long: Retry-After is a floor, never shortened (deciding that a wait is too
-  long to make is the caller's business). Without it, a short quiet period that doubles while
-  429s persist.
+  passed, however long, sends waiting at the window included: a floor, never shortened. Without
+  it, a short quiet period that doubles while 429s persist.
 * **Patience**: when every request has been refused with 429 for ``rate_limit_patience``
   seconds (no success since the first 429 of the run of them), waiting and new ``acquire()``
   calls raise :class:`~convai_async.errors.RateLimitPatienceError`. One success resets it.
 
-The seam for sharing (issue 13): everything learnt is one :class:`~._engine.controller.RateState`
-moved on by pure functions, ``on_rate_limited(state, now=, sent_at=, retry_after=, accepted=,
-granularity=)``, ``on_success(state)`` and ``rate_at(state, now)``; this class reads it through
-:meth:`AdaptiveLimiter.load_state` and writes it through :meth:`AdaptiveLimiter.store_state`,
-both plain attribute access here and synchronous, so a subclass can keep it elsewhere by
-holding a local copy that a background task reconciles with the store (the pause,
-``paused_until``, is part of the state and so is shared too). Pacing is a
-:class:`Pacer`: ``await pacer.try_acquire(rate, burst, now)`` takes a send slot and returns 0, or
-takes nothing and returns the seconds until the next free slot (as redis-cell's
-``CL.THROTTLE`` answers). :class:`LocalBucket` is the in-process default.
+The seam for sharing (issue 13): all that is learnt is one :class:`~._engine.controller.RateState`
+(the pause, ``paused_until``, included) moved on by the controller's pure functions, read and
+written through :meth:`AdaptiveLimiter.load_state` and :meth:`AdaptiveLimiter.store_state`
+(plain and synchronous here: a subclass keeps a local copy that a background task reconciles
+with its store). Pacing is a :class:`Pacer`: ``await pacer.try_acquire(rate, burst, now)``
+takes a send slot and returns 0, or returns the seconds until the next free slot (as
+redis-cell's ``CL.THROTTLE`` answers). :class:`LocalBucket` is the in-process default.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -201,8 +200,9 @@ class AdaptiveLimiter:
                 raise
         else:
             self._in_flight += 1
+        bounced = False
         while True:
-            if self._limited or self._configured_rate is not None:
+            if bounced or self._limited or self._configured_rate is not None:
                 try:
                     await self._pace()
                 except BaseException:
@@ -217,6 +217,7 @@ class AdaptiveLimiter:
                 break
             self._sending -= 1  # a pause began while it waited: its Retry-After first
             self._wake()
+            bounced = True
         sent_at = self._clock()
         self._window.sent(sent_at, self._sending)
         if self._first_send is None:
@@ -301,6 +302,12 @@ class AdaptiveLimiter:
         if sent_at is not None and self._window.succeeded(sent_at, now, self._sending):
             self._wake()
 
+    def on_other_answer(self) -> None:
+        """An answer other than a 429 the rate learns from, or none: the rest need not wait."""
+        if self._scouting:
+            self._scouting = False
+            self._wake()
+
     def _meet_the_limit(self, at: float) -> None:
         """The limit is met (this client's 429 to a request sent ``at``, or a process sharing
         the key met it by then): paced from now on, and the unpaced rush is over."""
@@ -380,12 +387,8 @@ class AdaptiveLimiter:
         return self._successes_since(now - TAIL_SECONDS) / TAIL_SECONDS
 
     def _successes_since(self, start: float) -> int:
-        count = 0
-        for at in reversed(self._successes):
-            if at < start:
-                break
-            count += 1
-        return count
+        recent = itertools.takewhile(lambda at: at >= start, reversed(self._successes))
+        return sum(1 for _ in recent)
 
     def _accepted(self, now: float, state: RateState) -> Accepted:
         start = max(now - TAIL_SECONDS, state.epoch_started)

@@ -324,6 +324,7 @@ class Session:
         try:
             response = await self._transport.send(endpoint.path, body, max_bytes=cap)
         except TransportError as error:
+            self._limiter.on_other_answer()
             if error.request_sent:
                 trace.request_sent = trace.unanswered = True
             if debug:
@@ -355,10 +356,13 @@ class Session:
             if is_retryable(error):  # a quota answer says nothing about the rate
                 granularity = retry_after_granularity(response.headers)
                 self._limiter.on_rate_limited(error.retry_after, sent_at, granularity)
+            else:
+                self._limiter.on_other_answer()
             if debug:
                 _log_attempt(endpoint, trace, started, response.status, error)
             raise
         except ConvaiError as error:
+            self._limiter.on_other_answer()
             if debug:
                 _log_attempt(endpoint, trace, started, response.status, error)
             raise
