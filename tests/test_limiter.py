@@ -69,23 +69,30 @@ def test_retry_after_is_a_floor_however_long() -> None:
     assert resumed - sent_at >= 3600.0
 
 
+async def three_sends_behind_a_scout() -> tuple[
+    AdaptiveLimiter, list[float], list[asyncio.Task[None]]
+]:
+    """A limiter refused, and refused again after the pause it guessed (no Retry-After), then
+    three sends waiting to go: the list of send times fills as they go."""
+    limiter = limiter_here()
+    for _ in range(2):
+        sent_at = await limiter.acquire()
+        limiter.release()
+        limiter.on_rate_limited(None, sent_at)
+    sends: list[float] = []
+
+    async def send() -> None:
+        sends.append(await limiter.acquire())
+
+    return limiter, sends, [asyncio.create_task(send()) for _ in range(3)]
+
+
 def test_refused_again_after_a_guessed_pause_one_request_goes_first_and_pauses_hold_the_rest() -> (
     None
 ):
     async def scenario() -> tuple[list[float], float, float, float, list[float]]:
         loop = asyncio.get_running_loop()
-        limiter = limiter_here()
-        for _ in range(2):  # refused, and refused again after the pause it guessed
-            sent_at = await limiter.acquire()
-            limiter.release()
-            limiter.on_rate_limited(None, sent_at)
-        sends: list[float] = []
-
-        async def send() -> float:
-            sends.append(await limiter.acquire())
-            return sends[-1]
-
-        tasks = [asyncio.create_task(send()) for _ in range(3)]
+        limiter, sends, tasks = await three_sends_behind_a_scout()
         await asyncio.sleep(5.0)  # long past the pause and the pacing: only one went
         alone = list(sends)
         refused_at = loop.time()
@@ -111,17 +118,7 @@ def test_a_scout_answered_otherwise_than_429_lets_the_rest_go_at_once() -> None:
     # A scout timed out or answered 500: no closed window held it, so nothing waits behind it
     # (one request at a time until a success would cost a whole timeout per request).
     async def scenario() -> tuple[int, int]:
-        limiter = limiter_here()
-        for _ in range(2):  # refused, and refused again after the pause it guessed
-            sent_at = await limiter.acquire()
-            limiter.release()
-            limiter.on_rate_limited(None, sent_at)
-        sends: list[float] = []
-
-        async def send() -> None:
-            sends.append(await limiter.acquire())
-
-        tasks = [asyncio.create_task(send()) for _ in range(3)]
+        limiter, sends, tasks = await three_sends_behind_a_scout()
         await asyncio.sleep(5.0)
         alone = len(sends)
         limiter.on_other_answer()  # the scout's answer: a 500, say
