@@ -340,15 +340,15 @@ class AdaptiveLimiter:
             # rate has nothing to learn from it (the pause still holds everyone back).
             self._window_epoch = now
             if self._cap_explains(pause) and state.phase != OPEN:
-                # A cap confirmed, or suspected when a mistake costs little (a rate limit's
-                # next 429 says so): the rate has nothing to learn from it. Pacing in steady
-                # is never below what a confirmed cap's window lets by.
+                # A cap confirmed, or suspected when a mistake costs little (a rate limit's next
+                # 429 says so): the rate has nothing to learn from it. Only a confirmed cap lifts
+                # it to what the window lets by (one found once may be a bucket's first rush).
                 paused_until = max(state.paused_until, now + pause)
                 capacity = self._window.capacity  # what the window lets by
                 if capacity is not None:  # a rate limit taken for a cap must not soar
                     capacity = min(capacity, CAP_LIFT * self._accepted_rate(now))
-                lift = state.phase == STEADY and self._window.confirmed  # (found once: may be
-                if lift and capacity is not None and capacity > state.good:  # a rate limit)
+                lift = state.phase == STEADY and self._window.confirmed
+                if lift and capacity is not None and capacity > state.good:
                     state = evolve(state, good=capacity, base=capacity)
                 self.store_state(evolve(state, paused_until=paused_until))
                 return
