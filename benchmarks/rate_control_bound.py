@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import math
-import random
 import statistics
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -68,22 +67,17 @@ def told(free_rate: Callable[[float], float], *, probing: bool) -> Iterator[None
 
 
 def run(name: str, style: str, client: str, seed: int, items: int) -> dict[str, float]:
-    server_limiter, tenant_seconds = sim.BEHAVIOURS[name]()
-    server = sim.SimServer(server_limiter, style, random=random.Random(seed))
-    if tenant_seconds:
-        server.tenant = limits.Tenant(server_limiter, rate=sim.RATE / 2)
-        server.tenant_stops_at = tenant_seconds
-    items *= 2 if name == "fixed window 10s" else 1
+    tenant_seconds = sim.BEHAVIOURS[name]()[1]
 
     def free_rate(now: float) -> float:
         return sim.RATE / 2 if now < tenant_seconds else sim.RATE
 
     if client == "this client":
-        result = sim.run_virtual(lambda: sim.simulate(server, items))
+        result = sim.run_behaviour(name, style, items, seed)
     else:
         with told(free_rate, probing=client == "told, probing"):
-            result = sim.run_virtual(lambda: sim.simulate(server, items))
-    ideal = items / sim.RATE + tenant_seconds / 2
+            result = sim.run_behaviour(name, style, items, seed)
+    ideal = result.items / sim.RATE + tenant_seconds / 2
     return {
         "ratio": result.elapsed / ideal,
         "share_429": sum(refused for _, refused in result.log) / len(result.log),
